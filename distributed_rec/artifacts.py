@@ -1,0 +1,167 @@
+"""Where each stage writes its artifacts under the run directory, and stage skipping.
+
+The layout (SPEC §1) is the contract between stages:
+
+    DIR/config.json                         resolved JobConfig of the last command
+    DIR/prepare/items.parquet               item_id:int64 (dense 0..N-1), raw_item_id:str, text:str
+    DIR/prepare/interactions/part-*.parquet user_id:int64, raw_user_id:str, item_id:int64,
+                                            timestamp:int64, seq:int32 (order within the user)
+    DIR/prepare/splits/train/part-*.parquet user_id:int64, history:list<int64>, target:int64
+    DIR/prepare/splits/valid.parquet        user_id:int64, history:list<int64>, target:int64
+    DIR/prepare/splits/test.parquet         user_id:int64, history:list<int64>, target:int64
+    DIR/prepare/stats.json
+    DIR/embed/item_embeddings.parquet       item_id:int64, embedding:fixed_size_list<float32>
+    DIR/tokenize/semantic_ids.parquet       item_id:int64, c_1..c_M:int32
+    DIR/tokenize/tokenizer.pt               tokenizer weights (weights-only loadable)
+    DIR/tokenize/tokenizer_metrics.json
+    DIR/train/checkpoints/                  resumable DeepSpeed checkpoints
+    DIR/train/best/model.pt                 best mask-predictor state dict (weights only)
+    DIR/train/train_metrics.json
+    DIR/tensorboard/<stage>/                TensorBoard event files
+    DIR/evaluate/predictions/<split>/shard-*.parquet
+    DIR/evaluate/metrics.json, metrics.md
+    DIR/results.json, results.md            written by the `run` stage
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGES = ("prepare", "embed", "tokenize", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths of every artifact of one run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    # prepare
+    @property
+    def items(self) -> Path:
+        return self.root / "prepare" / "items.parquet"
+
+    @property
+    def interactions(self) -> Path:
+        return self.root / "prepare" / "interactions"
+
+    @property
+    def train_split(self) -> Path:
+        return self.root / "prepare" / "splits" / "train"
+
+    def eval_split(self, split: str) -> Path:
+        return self.root / "prepare" / "splits" / f"{split}.parquet"
+
+    @property
+    def prepare_stats(self) -> Path:
+        return self.root / "prepare" / "stats.json"
+
+    # embed
+    @property
+    def item_embeddings(self) -> Path:
+        return self.root / "embed" / "item_embeddings.parquet"
+
+    # tokenize
+    @property
+    def semantic_ids(self) -> Path:
+        return self.root / "tokenize" / "semantic_ids.parquet"
+
+    @property
+    def tokenizer_checkpoint(self) -> Path:
+        return self.root / "tokenize" / "tokenizer.pt"
+
+    @property
+    def tokenizer_metrics(self) -> Path:
+        return self.root / "tokenize" / "tokenizer_metrics.json"
+
+    # train
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "train" / "checkpoints"
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / "train" / "best" / "model.pt"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.root / "train" / "train_metrics.json"
+
+    def tensorboard(self, stage: str) -> Path:
+        return self.root / "tensorboard" / stage
+
+    # evaluate
+    def predictions(self, split: str) -> Path:
+        return self.root / "evaluate" / "predictions" / split
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.root / "evaluate" / "metrics.json"
+
+    @property
+    def eval_table(self) -> Path:
+        return self.root / "evaluate" / "metrics.md"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "results.md"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def fingerprint_files(paths: list[Path]) -> str:
+    """Content hash of files (folders: every file inside, in sorted order)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(path.parent)).encode())
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _marker(paths: RunPaths, stage: str) -> Path:
+    return paths.stage_dir(stage) / "_DONE.json"
+
+
+def stage_is_current(paths: RunPaths, stage: str, key: str) -> bool:
+    """True when `stage` finished before with the same key (config + inputs hash)."""
+    marker = _marker(paths, stage)
+    if not marker.exists():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except json.JSONDecodeError:
+        return False
+
+
+def mark_stage_done(paths: RunPaths, stage: str, key: str) -> None:
+    write_json_atomic(_marker(paths, stage), {"stage": stage, "key": key})
+
+
+def clear_stage_marker(paths: RunPaths, stage: str) -> None:
+    _marker(paths, stage).unlink(missing_ok=True)

@@ -1,0 +1,540 @@
+"""Typed configuration: the only place defaults live.
+
+One dataclass per stage, nested in :class:`JobConfig`. Precedence: CLI ``--section.key=value``
+beats the recipe file, which beats the defaults here. Unknown keys and invalid values raise
+:class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+DATA_FORMATS = (
+    "lcrec",
+    "amazon2023",
+    "amazon2023_benchmark",
+    "movielens",
+    "table",
+    "synthetic",
+    "embedded",
+)
+TOKENIZER_METHODS = ("mhvq", "rqvae", "rqkmeans", "opq")
+ATTENTION_KINDS = ("bidirectional", "causal", "inter_item_causal", "intra_item_causal")
+OBJECTIVES = ("llada", "maskgr")
+LAUNCHERS = ("local", "deepspeed", "ray")
+PRECISIONS = ("auto", "fp32", "bf16")
+DECODE_ORDERS = ("adaptive", "l2r", "r2l")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message names the key."""
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value!r} must be {bound}")
+
+
+@dataclass
+class DataConfig:
+    """Raw interaction logs -> cleaned, split, sharded Parquet (SPEC §2)."""
+
+    format: str = "embedded"
+    """Input format: one of DATA_FORMATS; 'embedded' is MovieLens 100K from the recbole wheel."""
+    path: str = ""
+    """File or folder holding the raw data (unused for 'embedded' and 'synthetic')."""
+    name: str = ""
+    """Dataset or category name used to find files in `path` (e.g. 'Scientific'); auto when empty."""
+    kcore: int = 5
+    """Iterative k-core threshold on users and items; 0 disables."""
+    max_history: int = 20
+    """History is truncated to this many most recent items."""
+    errors: str = "strict"
+    """'strict': malformed input is an error naming file and line; 'lenient': a counted skip."""
+    text_fields: list[str] = field(
+        default_factory=lambda: ["title", "features", "description", "categories", "brand"]
+    )
+    """Item metadata fields joined (in order) into the item text."""
+    text_max_words: int = 128
+    """Item text is truncated to this many whitespace-separated words."""
+    num_shards: int = 8
+    """Number of Parquet shards for interactions and training samples (by stable user hash)."""
+    download: bool = False
+    """Download the raw files into `path` first (amazon2023, movielens) when they are missing."""
+    download_base_url: str = ""
+    """Override of the publisher's base URL (mirrors, tests); empty uses the official location."""
+    synthetic_users: int = 2000
+    """Synthetic generator: number of users."""
+    synthetic_items: int = 1000
+    """Synthetic generator: number of items."""
+    synthetic_interactions: int = 40000
+    """Synthetic generator: total number of interactions."""
+    synthetic_zipf: float = 1.1
+    """Synthetic generator: Zipf exponent of item popularity."""
+    synthetic_seed: int = 0
+    """Synthetic generator: random seed."""
+
+    def __post_init__(self) -> None:
+        _check_choice("data.format", self.format, DATA_FORMATS)
+        _check_choice("data.errors", self.errors, ("strict", "lenient"))
+        _check_positive("data.kcore", self.kcore, allow_zero=True)
+        _check_positive("data.max_history", self.max_history)
+        _check_positive("data.num_shards", self.num_shards)
+        _check_positive("data.text_max_words", self.text_max_words)
+        _check_positive("data.synthetic_users", self.synthetic_users)
+        _check_positive("data.synthetic_items", self.synthetic_items)
+        _check_positive("data.synthetic_interactions", self.synthetic_interactions)
+        needs_path = self.format not in ("synthetic", "embedded")
+        if needs_path and not self.path and not self.download:
+            raise ConfigError(f"data.path is required for data.format={self.format!r}")
+
+
+@dataclass
+class RayConfig:
+    """Where Ray work runs."""
+
+    address: str = ""
+    """Ray cluster address ('auto', 'ray://host:10001', ...); empty starts a local instance."""
+    num_cpus: int = 0
+    """CPUs for a locally started Ray instance; 0 lets Ray detect them."""
+    actor_num_cpus: float = 0.5
+    """CPUs reserved per actor: keep below the node's CPUs so read tasks are not starved."""
+
+
+@dataclass
+class EmbedConfig:
+    """Item text -> sentence embeddings (SPEC §3)."""
+
+    model: str = "all-MiniLM-L6-v2"
+    """sentence-transformers model: the name of the bundled offline model or a local path."""
+    batch_size: int = 128
+    """Items per `map_batches` call."""
+    concurrency: int = 1
+    """Number of embedding actors."""
+    device: str = "cpu"
+    """Device of the embedding model ('cpu', 'cuda')."""
+    normalize: bool = True
+    """L2-normalise the embeddings."""
+    pca_dim: int = 0
+    """Reduce to this many dimensions by PCA fitted on training items; 0 disables."""
+    pca_whiten: bool = True
+    """Whiten the PCA output."""
+
+    def __post_init__(self) -> None:
+        _check_positive("embed.batch_size", self.batch_size)
+        _check_positive("embed.concurrency", self.concurrency)
+        _check_positive("embed.pca_dim", self.pca_dim, allow_zero=True)
+
+
+@dataclass
+class TokenizerConfig:
+    """Item embeddings -> semantic IDs (SPEC §4)."""
+
+    method: str = "mhvq"
+    """One of TOKENIZER_METHODS: multi-head VQ-VAE, RQ-VAE, residual k-means, OPQ."""
+    num_heads: int = 4
+    """M: number of codebooks (positions of a semantic ID)."""
+    codebook_size: int = 256
+    """K: codes per codebook."""
+    code_dim: int = 32
+    """d_c: dimension of each code vector."""
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 256])
+    """Encoder MLP hidden sizes (decoder mirrored); input and latent sizes are implied."""
+    beta: float = 0.25
+    """Commitment weight of the VQ loss."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    batch_size: int = 2048
+    """Items per optimisation step."""
+    max_epochs: int = 2000
+    """Upper bound on epochs; training normally stops earlier by the stopping rule."""
+    patience: int = 100
+    """Stop when the monitored quantity has not improved for this many epochs."""
+    min_delta: float = 1e-4
+    """Smallest relative improvement that resets patience."""
+    dead_code_reseed_every: int = 20
+    """Every this many epochs, codes unused over the epoch are re-seeded from latents; 0 disables."""
+    kmeans_iters: int = 25
+    """FAISS k-means iterations for codebook initialisation."""
+    sinkhorn_iters: int = 50
+    """Sinkhorn iterations for the balanced re-assignment of colliding items."""
+    seed: int = 0
+    """Random seed of the tokenizer."""
+
+    def __post_init__(self) -> None:
+        _check_choice("tokenize.method", self.method, TOKENIZER_METHODS)
+        _check_positive("tokenize.num_heads", self.num_heads)
+        _check_positive("tokenize.codebook_size", self.codebook_size)
+        _check_positive("tokenize.code_dim", self.code_dim)
+        _check_positive("tokenize.beta", self.beta, allow_zero=True)
+        _check_positive("tokenize.lr", self.lr)
+        _check_positive("tokenize.batch_size", self.batch_size)
+        _check_positive("tokenize.max_epochs", self.max_epochs)
+
+
+@dataclass
+class ModelConfig:
+    """The bidirectional mask predictor and its objective (SPEC §5-6)."""
+
+    d_model: int = 256
+    """Hidden size."""
+    num_layers: int = 4
+    """Transformer encoder layers."""
+    num_attention_heads: int = 8
+    """Attention heads per layer."""
+    ffn_dim: int = 512
+    """SwiGLU hidden size."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention output and FFN output."""
+    attention: str = "bidirectional"
+    """One of ATTENTION_KINDS."""
+    objective: str = "llada"
+    """'llada' (next-item mask + lambda * history mask) or 'maskgr' (whole-sequence masking)."""
+    item_loss_weight: float = 1.0
+    """Weight of the next-item mask loss (0 ablates it)."""
+    history_loss_weight: float = 3.5
+    """lambda: weight of the user-history mask loss (0 ablates it)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.attention", self.attention, ATTENTION_KINDS)
+        _check_choice("model.objective", self.objective, OBJECTIVES)
+        _check_positive("model.d_model", self.d_model)
+        _check_positive("model.num_layers", self.num_layers)
+        _check_positive("model.num_attention_heads", self.num_attention_heads)
+        if self.d_model % self.num_attention_heads:
+            raise ConfigError(
+                f"model.d_model={self.d_model} must be divisible by "
+                f"model.num_attention_heads={self.num_attention_heads}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
+        _check_positive("model.item_loss_weight", self.item_loss_weight, allow_zero=True)
+        _check_positive("model.history_loss_weight", self.history_loss_weight, allow_zero=True)
+        if self.objective == "llada" and self.item_loss_weight == self.history_loss_weight == 0:
+            raise ConfigError("model.item_loss_weight and model.history_loss_weight are both 0")
+
+
+@dataclass
+class TrainConfig:
+    """DeepSpeed training of the mask predictor (SPEC §6)."""
+
+    launcher: str = "local"
+    """'local' (in this process or torchrun), 'deepspeed' (the deepspeed launcher) or 'ray'."""
+    num_procs: int = 1
+    """Processes per node started by the 'deepspeed' or 'ray' launcher."""
+    hostfile: str = ""
+    """DeepSpeed hostfile for multi-node runs; empty runs on this node."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage 0-3."""
+    global_batch_size: int = 1024
+    """Samples per optimiser step across all processes (= micro x accumulation x world)."""
+    micro_batch_size: int = 256
+    """Samples per forward pass on one process."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.1
+    """Fraction of the steps spent in linear warm-up before the cosine decay."""
+    grad_clip: float = 1.0
+    """Gradient norm clipping; 0 disables."""
+    max_epochs: int = 150
+    """Upper bound on epochs."""
+    max_steps: int = 0
+    """Stop after this many optimiser steps; 0 means no bound (benchmarks, tests)."""
+    precision: str = "auto"
+    """'auto' (fp32 on CPU, bf16 on GPU), 'fp32' or 'bf16'."""
+    eval_every_epochs: int = 1
+    """Validate every this many epochs."""
+    eval_max_users: int = 0
+    """Validate on at most this many users (a fixed sample); 0 uses all."""
+    patience: int = 5
+    """Early stopping: validations without improvement before stopping."""
+    monitor: str = "ndcg@10"
+    """Validation metric that selects the best checkpoint."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint every this many steps (for resuming); 0: only at validations."""
+    resume: bool = False
+    """Continue from the latest checkpoint in the run directory."""
+    log_every_steps: int = 10
+    """TensorBoard and progress-bar update interval."""
+    seed: int = 0
+    """Seed for initialisation, masking and data order."""
+
+    def __post_init__(self) -> None:
+        _check_choice("train.launcher", self.launcher, LAUNCHERS)
+        _check_choice("train.precision", self.precision, PRECISIONS)
+        _check_positive("train.num_procs", self.num_procs)
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"train.zero_stage={self.zero_stage!r} must be 0, 1, 2 or 3")
+        _check_positive("train.global_batch_size", self.global_batch_size)
+        _check_positive("train.micro_batch_size", self.micro_batch_size)
+        _check_positive("train.lr", self.lr)
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
+        _check_positive("train.max_epochs", self.max_epochs)
+        _check_positive("train.max_steps", self.max_steps, allow_zero=True)
+        _check_positive("train.eval_every_epochs", self.eval_every_epochs)
+        _check_positive("train.patience", self.patience)
+
+
+@dataclass
+class DecodeConfig:
+    """Adaptive-order beam search (SPEC §7)."""
+
+    beam_size: int = 50
+    """B: beams kept per user at test time."""
+    steps: int = 4
+    """T: decoding steps; num_heads / steps positions are filled per step."""
+    order: str = "adaptive"
+    """'adaptive' (most confident positions first), 'l2r' or 'r2l'."""
+    top_k: int = 10
+    """Items returned per user."""
+    valid_beam_size: int = 1
+    """Beam size during validation (1 = greedy)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("decode.order", self.order, DECODE_ORDERS)
+        _check_positive("decode.beam_size", self.beam_size)
+        _check_positive("decode.steps", self.steps)
+        _check_positive("decode.top_k", self.top_k)
+        _check_positive("decode.valid_beam_size", self.valid_beam_size)
+
+
+@dataclass
+class EvaluateConfig:
+    """Sharded evaluation as a Ray batch job (SPEC §8)."""
+
+    num_shards: int = 2
+    """Users are split into this many shards, one Ray task each."""
+    batch_size: int = 64
+    """Users decoded together in one forward pass."""
+    max_retries: int = 3
+    """Ray retries of a failed shard task."""
+    splits: list[str] = field(default_factory=lambda: ["valid", "test"])
+    """Splits evaluated."""
+    use_ray: bool = True
+    """Run shards as Ray tasks; false runs them in this process."""
+
+    def __post_init__(self) -> None:
+        _check_positive("evaluate.num_shards", self.num_shards)
+        _check_positive("evaluate.batch_size", self.batch_size)
+        for split in self.splits:
+            _check_choice("evaluate.splits", split, ("valid", "test"))
+
+
+@dataclass
+class JobConfig:
+    """Everything a run needs; written resolved to `run_dir/config.json`."""
+
+    run_dir: str = "runs/default"
+    """Where every stage writes its artifacts."""
+    seed: int = 0
+    """Global seed (each stage also has its own)."""
+    device: str = "auto"
+    """'auto' (cuda when available), 'cpu' or 'cuda'."""
+    data: DataConfig = field(default_factory=DataConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    tokenize: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.tokenize.num_heads % self.decode.steps:
+            raise ConfigError(
+                f"decode.steps={self.decode.steps} must divide "
+                f"tokenize.num_heads={self.tokenize.num_heads}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named sections (for skipping unchanged stages)."""
+        import hashlib
+
+        payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --- loading, overriding, validating -------------------------------------------------------
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert `value` (from TOML or a CLI string) to `annotation`, or raise naming `key`."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, typing.List):  # noqa: UP006
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} expects a list, got {value!r}")
+        return [_coerce(key, v, item_type) for v in value]
+    if origin is types.UnionType:
+        raise ConfigError(f"{key}: union types are not supported in the config")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key} expects an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} expects a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{key} expects a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    types_by_name = _field_types(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in types_by_name:
+            known = ", ".join(f"{prefix}{n}" for n in types_by_name)
+            raise ConfigError(f"unknown config key {key!r}; known keys: {known}")
+        annotation = types_by_name[name]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} is a section; set its keys as {key}.<key>=<value>")
+            kwargs[name] = _build(annotation, value, f"{key}.")
+        else:
+            kwargs[name] = _coerce(key, value, annotation)
+    for name, annotation in types_by_name.items():
+        if dataclasses.is_dataclass(annotation) and name not in kwargs:
+            kwargs[name] = _build(annotation, {}, f"{prefix}{name}.")
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Turn ``["--train.lr=1e-3", "--run_dir", "x"]`` into a nested dict of raw strings."""
+    nested: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"expected --section.key=value, got {arg!r}")
+        body = arg[2:]
+        if "=" in body:
+            dotted, raw = body.split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            dotted, raw = body, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"{arg!r} has no value; write {arg}=<value>")
+        node = nested
+        parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(f"malformed config key {dotted!r}")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{dotted!r} conflicts with an earlier override")
+        node[parts[-1]] = raw
+        i += 1
+    return nested
+
+
+def resolve_recipe(name_or_path: str) -> Path:
+    """A recipe name ('debug') or a path to a TOML or JSON file."""
+    path = Path(name_or_path)
+    if path.suffix in (".toml", ".json") and path.exists():
+        return path
+    candidate = RECIPE_DIR / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.toml")))
+    raise ConfigError(f"--config={name_or_path!r} is neither a file nor a recipe ({known})")
+
+
+def read_recipe(path: Path) -> dict[str, Any]:
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot parse recipe: {err}") from None
+
+
+def load_config(recipe: str | None = None, overrides: list[str] | None = None) -> JobConfig:
+    """Defaults <- recipe file <- CLI overrides, validated."""
+    values: dict[str, Any] = {}
+    if recipe:
+        values = read_recipe(resolve_recipe(recipe))
+    if overrides:
+        values = _merge(values, parse_overrides(overrides))
+    return _build(JobConfig, values, "")
+
+
+def config_from_dict(values: dict[str, Any]) -> JobConfig:
+    """Rebuild a JobConfig from `to_dict()` output (e.g. a run's config.json)."""
+    return _build(JobConfig, values, "")
+
+
+def save_config(config: JobConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def replace_section(config: JobConfig, section: str, **changes: Any) -> JobConfig:
+    """A copy of `config` with keys of one section changed (validated again)."""
+    values = config.to_dict()
+    values[section] = {**values[section], **changes}
+    return config_from_dict(values)

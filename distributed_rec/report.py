@@ -1,0 +1,67 @@
+"""results.json and results.md of the `run` stage: what ran, what was skipped, the metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from distributed_rec.artifacts import STAGES, RunPaths, write_json_atomic
+from distributed_rec.config import JobConfig
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_results(config: JobConfig, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collect each stage's summary and metrics files into results.json and results.md."""
+    paths = RunPaths(Path(config.run_dir))
+    ran = {s["stage"]: s for s in summaries}
+    results = {
+        "run_dir": str(paths.root),
+        "stages": summaries,
+        "unavailable": [s for s in STAGES if ran.get(s, {}).get("unavailable")]
+        + [s for s in STAGES if s not in ran],
+        "prepare": _read_json(paths.prepare_stats),
+        "tokenize": _read_json(paths.tokenizer_metrics),
+        "train": _read_json(paths.train_metrics),
+        "evaluate": _read_json(paths.eval_metrics),
+    }
+    write_json_atomic(paths.results_json, results)
+    paths.results_md.write_text(render_markdown(results))
+    print(render_markdown(results))
+    return results
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# Results: {results['run_dir']}",
+        "",
+        "| stage | status | seconds |",
+        "|---|---|---|",
+    ]
+    for summary in results["stages"]:
+        if summary.get("unavailable"):
+            status = "not available yet"
+        else:
+            status = "skipped (unchanged)" if summary.get("skipped") else "ran"
+        seconds = summary.get("seconds")
+        lines.append(
+            f"| {summary['stage']} | {status} | {'' if seconds is None else f'{seconds:.1f}'} |"
+        )
+    for stage in results["unavailable"]:
+        if all(s["stage"] != stage for s in results["stages"]):
+            lines.append(f"| {stage} | not run (an earlier stage is not available) | |")
+    stats = results.get("prepare")
+    if stats:
+        lines += ["", "## Data", ""]
+        lines += [f"- {key}: {stats[key]}" for key in ("users", "items", "interactions")]
+    metrics = results.get("evaluate")
+    if metrics:
+        lines += ["", "## Metrics (generated top-K lists)", ""]
+        for split in ("valid", "test", "popularity"):
+            if split in metrics and isinstance(metrics[split], dict):
+                cells = " | ".join(f"{k}={v:.4f}" for k, v in sorted(metrics[split].items()))
+                lines.append(f"- {split}: {cells}")
+    return "\n".join(lines) + "\n"

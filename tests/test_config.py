@@ -1,0 +1,117 @@
+import json
+
+import pytest
+
+from distributed_rec.cli import main, split_arguments
+from distributed_rec.config import (
+    ConfigError,
+    JobConfig,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+)
+
+
+def test_defaults_are_the_reference_settings():
+    config = JobConfig()
+    assert config.tokenize.num_heads == 4
+    assert config.tokenize.codebook_size == 256
+    assert config.tokenize.code_dim == 32
+    assert config.tokenize.beta == 0.25
+    assert config.model.d_model == 256
+    assert config.train.global_batch_size == 1024
+    assert config.decode.beam_size == 50
+    assert config.data.max_history == 20
+
+
+def test_cli_override_beats_recipe_which_beats_default(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[train]\nlr = 0.5\nmax_epochs = 7\n[data]\nformat = "synthetic"\n')
+    config = load_config(str(recipe), ["--train.lr=0.25", "--run_dir", "x"])
+    assert config.train.lr == 0.25
+    assert config.train.max_epochs == 7
+    assert config.train.micro_batch_size == JobConfig().train.micro_batch_size
+    assert config.data.format == "synthetic"
+    assert config.run_dir == "x"
+
+
+def test_values_are_coerced_by_type():
+    config = load_config(
+        None,
+        ["--data.text_fields=title,brand", "--train.resume=yes", "--tokenize.codebook_size=1_024"],
+    )
+    assert config.data.text_fields == ["title", "brand"]
+    assert config.train.resume is True
+    assert config.tokenize.codebook_size == 1024
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--train.nope=1", "unknown config key 'train.nope'"),
+        ("--nosection.key=1", "unknown config key 'nosection'"),
+        ("--train.lr=fast", "train.lr expects a number, got 'fast'"),
+        ("--train.max_epochs=1.5", "train.max_epochs expects an integer"),
+        ("--train.resume=maybe", "train.resume expects true or false"),
+        ("--data.format=parquetish", "data.format='parquetish' is not one of"),
+        ("--train.zero_stage=4", "train.zero_stage=4 must be 0, 1, 2 or 3"),
+        ("--model.num_attention_heads=7", "must be divisible by model.num_attention_heads=7"),
+        ("--decode.steps=3", "decode.steps=3 must divide tokenize.num_heads=4"),
+        ("--train", "has no value"),
+        ("--data.format=lcrec", "data.path is required for data.format='lcrec'"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_recipe_with_unknown_key_is_rejected(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text("[model]\nlayers = 3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'model.layers'"):
+        load_config(str(recipe))
+
+
+def test_unknown_recipe_name_lists_known_ones():
+    with pytest.raises(ConfigError, match="debug"):
+        load_config("no-such-recipe")
+
+
+def test_named_recipes_load():
+    assert load_config("debug").data.format in ("embedded", "synthetic")
+    assert load_config("default").data.format == "embedded"
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = load_config("debug", ["--train.lr=0.01"])
+    save_config(config, tmp_path / "config.json")
+    restored = config_from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert restored == config
+
+
+def test_parse_overrides_nests_keys():
+    assert parse_overrides(["--a.b=1", "--a.c", "2", "--d=3"]) == {
+        "a": {"b": "1", "c": "2"},
+        "d": "3",
+    }
+
+
+def test_cli_contract_parses_config_forms():
+    assert split_arguments(["train", "--config=debug", "--resume"]) == (
+        "train",
+        "debug",
+        False,
+        ["--train.resume=true"],
+    )
+    assert split_arguments(["run", "--config", "x.toml", "--force"])[1:3] == ("x.toml", True)
+
+
+def test_cli_reports_bad_input_without_traceback(capsys):
+    assert main(["prepare", "--data.format=bogus"]) == 2
+    assert main(["nostage"]) == 2
+    err = capsys.readouterr().err
+    assert "data.format='bogus'" in err
+    assert "unknown stage 'nostage'" in err
+    assert "Traceback" not in err
