@@ -1,0 +1,78 @@
+"""Stage skipping: a stage re-runs only when its config keys or input artifacts change."""
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from distributed_rec import pipeline
+from distributed_rec.artifacts import RunPaths
+from distributed_rec.config import load_config
+from distributed_rec.errors import StageUnavailableError
+
+CALLS: list[str] = []
+
+
+def _fake_embed(config):
+    CALLS.append(config.embed.model)
+    paths = RunPaths(Path(config.run_dir))
+    paths.item_embeddings.parent.mkdir(parents=True, exist_ok=True)
+    paths.item_embeddings.write_text("vectors")
+    return {"items": 3}
+
+
+@pytest.fixture
+def fake_stage(monkeypatch):
+    module = types.ModuleType("fake_stage_module")
+    module.run = _fake_embed
+    monkeypatch.setitem(sys.modules, "fake_stage_module", module)
+    monkeypatch.setitem(pipeline.STAGE_ENTRY_POINTS, "embed", "fake_stage_module:run")
+    CALLS.clear()
+    return CALLS
+
+
+def _write_items(config, text):
+    paths = RunPaths(Path(config.run_dir))
+    paths.items.parent.mkdir(parents=True, exist_ok=True)
+    paths.items.write_text(text)
+
+
+def test_unchanged_stage_is_skipped_and_changes_rerun_it(tmp_path, fake_stage):
+    config = load_config(None, [f"--run_dir={tmp_path}"])
+    _write_items(config, "a")
+    first = pipeline.run_stage("embed", config)
+    second = pipeline.run_stage("embed", config)
+    assert (first["skipped"], second["skipped"]) == (False, True)
+    assert fake_stage == ["all-MiniLM-L6-v2"]
+
+    _write_items(config, "b")  # input content changed
+    assert pipeline.run_stage("embed", config)["skipped"] is False
+
+    changed = load_config(None, [f"--run_dir={tmp_path}", "--embed.model=/models/other"])
+    assert pipeline.run_stage("embed", changed)["skipped"] is False
+    assert pipeline.run_stage("embed", changed, force=True)["skipped"] is False
+    assert fake_stage == ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "/models/other", "/models/other"]
+
+    # unrelated sections do not invalidate the stage
+    unrelated = load_config(
+        None, [f"--run_dir={tmp_path}", "--embed.model=/models/other", "--train.lr=0.1"]
+    )
+    assert pipeline.run_stage("embed", unrelated)["skipped"] is True
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["train"]["lr"] == 0.1
+
+
+def test_missing_stage_module_is_reported_as_unavailable(monkeypatch):
+    monkeypatch.setitem(pipeline.STAGE_ENTRY_POINTS, "embed", "distributed_rec.no_such_module:run")
+    with pytest.raises(StageUnavailableError, match="stage 'embed' is not available yet"):
+        pipeline.load_stage("embed")
+
+
+def test_stage_key_ignores_keys_without_effect(tmp_path):
+    base = load_config(None, [f"--run_dir={tmp_path}"])
+    resumed = load_config(None, [f"--run_dir={tmp_path}", "--train.resume=true"])
+    other_lr = load_config(None, [f"--run_dir={tmp_path}", "--train.lr=0.5"])
+    assert pipeline.stage_key("train", base) == pipeline.stage_key("train", resumed)
+    assert pipeline.stage_key("train", base) != pipeline.stage_key("train", other_lr)
