@@ -88,6 +88,12 @@ class DataConfig:
     """Synthetic generator: Zipf exponent of item popularity."""
     synthetic_seed: int = 0
     """Synthetic generator: random seed."""
+    user_column: str = "user_id"
+    """'table' format: user id column of the interactions table."""
+    item_column: str = "item_id"
+    """'table' format: item id column of the interactions and items tables."""
+    timestamp_column: str = "timestamp"
+    """'table' format: timestamp column (numbers; larger is later) of the interactions table."""
 
     def __post_init__(self) -> None:
         _check_choice("data.format", self.format, DATA_FORMATS)
@@ -130,15 +136,21 @@ class EmbedConfig:
     """Device of the embedding model ('cpu', 'cuda')."""
     normalize: bool = True
     """L2-normalise the embeddings."""
-    pca_dim: int = 0
-    """Reduce to this many dimensions by PCA fitted on training items; 0 disables."""
+    pca_dim: int = 128
+    """PCA dims fitted on training items (reference 128; capped by their count); 0 disables."""
     pca_whiten: bool = True
     """Whiten the PCA output."""
+    max_seq_length: int = 128
+    """Word pieces per item text seen by the model (MiniLM was trained on 128); 0: model's own."""
+    num_threads: int = 0
+    """Torch threads per embedding actor; 0 keeps what Ray gives the actor (1 for < 1 CPU)."""
 
     def __post_init__(self) -> None:
         _check_positive("embed.batch_size", self.batch_size)
         _check_positive("embed.concurrency", self.concurrency)
         _check_positive("embed.pca_dim", self.pca_dim, allow_zero=True)
+        _check_positive("embed.max_seq_length", self.max_seq_length, allow_zero=True)
+        _check_positive("embed.num_threads", self.num_threads, allow_zero=True)
 
 
 @dataclass
@@ -163,11 +175,11 @@ class TokenizerConfig:
     """AdamW weight decay."""
     batch_size: int = 2048
     """Items per optimisation step."""
-    max_epochs: int = 2000
-    """Upper bound on epochs; training normally stops earlier by the stopping rule."""
-    patience: int = 100
-    """Stop when the monitored quantity has not improved for this many epochs."""
-    min_delta: float = 1e-4
+    max_epochs: int = 500
+    """Upper bound on epochs (about 4 CPU minutes for 4k items); the stopping rule may end sooner."""
+    patience: int = 50
+    """Stop when recon_mse/var + collision_rate has not improved for this many epochs."""
+    min_delta: float = 1e-3
     """Smallest relative improvement that resets patience."""
     dead_code_reseed_every: int = 20
     """Every this many epochs, codes unused over the epoch are re-seeded from latents; 0 disables."""
@@ -199,8 +211,8 @@ class ModelConfig:
     """Transformer encoder layers."""
     num_attention_heads: int = 8
     """Attention heads per layer."""
-    ffn_dim: int = 512
-    """SwiGLU hidden size."""
+    ffn_dim: int = 1024
+    """SwiGLU hidden size (1024 gives the reference ~4.73M parameters at d_model 256, 4 layers)."""
     dropout: float = 0.1
     """Dropout on embeddings, attention output and FFN output."""
     attention: str = "bidirectional"
@@ -309,9 +321,12 @@ class DecodeConfig:
     """Items returned per user."""
     valid_beam_size: int = 1
     """Beam size during validation (1 = greedy)."""
+    precision: str = "fp32"
+    """Model forward pass: 'fp32', 'bf16' (autocast) or 'auto' (bf16 on GPU); scores sum in fp32."""
 
     def __post_init__(self) -> None:
         _check_choice("decode.order", self.order, DECODE_ORDERS)
+        _check_choice("decode.precision", self.precision, PRECISIONS)
         _check_positive("decode.beam_size", self.beam_size)
         _check_positive("decode.steps", self.steps)
         _check_positive("decode.top_k", self.top_k)

@@ -1,0 +1,45 @@
+"""Bad input handling: an error naming file and line (strict) or a counted skip (lenient)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from distributed_rec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_WARN_PER_REASON = 3
+
+
+class Issues:
+    """Collects problems found while reading one kind of record (interactions or metadata).
+
+    strict: the first problem raises :class:`DataError` naming the file, line and problem.
+    lenient: the record is skipped and counted under `reason`; the counts go to stats.json.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.lenient = mode == "lenient"
+        self.counts: Counter[str] = Counter()
+        self._reports: Counter[str] = Counter()
+
+    def report(
+        self, reason: str, path: str | Path, problem: str, line: int | None = None, count: int = 1
+    ) -> None:
+        """Raise (strict) or count `count` skipped records under `reason` (lenient)."""
+        if not self.lenient:
+            raise DataError(path, problem, line)
+        self.counts[reason] += count
+        self._reports[reason] += 1
+        if self._reports[reason] <= _WARN_PER_REASON:
+            where = f"{path}:{line}" if line is not None else str(path)
+            log.warning("skipped (%s) %s: %s", reason, where, problem)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return {reason: int(n) for reason, n in sorted(self.counts.items())}

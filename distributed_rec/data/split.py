@@ -1,0 +1,85 @@
+"""Leave-one-out split (SPEC §2) on time-ordered sequences stored flat.
+
+Legend: n events, U users, S samples, H = max_history. A user's events are
+`item[starts[u] : starts[u] + lengths[u]]` in time order. Test target = last item, valid target
+= second to last; training samples are every prefix of the rest (history -> next item). A sample
+whose history would be empty is not produced: users with 1 event have no test sample, users with
+<= 2 no valid sample, and the first event of a sequence is never a training target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+SAMPLE_SCHEMA = pa.schema(
+    [("user_id", pa.int64()), ("history", pa.list_(pa.int64())), ("target", pa.int64())]
+)
+
+
+def samples_table(
+    item: np.ndarray,
+    starts: np.ndarray,
+    user: np.ndarray,
+    position: np.ndarray,
+    max_history: int,
+    user_ids: np.ndarray | None = None,
+) -> pa.Table:
+    """One row per sample: history = up to H items before `position` of user `user`.
+
+    item int64 [n]; starts int64 [U]; user, position int64 [S] (position >= 1);
+    user_ids int64 [U] maps local user indices to the written user_id (identity when None).
+    """
+    hist_len = np.minimum(position, max_history)
+    begin = starts[user] + position - hist_len
+    offsets = np.zeros(len(user) + 1, dtype=np.int64)
+    np.cumsum(hist_len, out=offsets[1:])
+    flat = np.repeat(begin - offsets[:-1], hist_len) + np.arange(offsets[-1])
+    history = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(item[flat]))
+    written = user if user_ids is None else user_ids[user]
+    target = item[starts[user] + position]
+    return pa.Table.from_arrays(
+        [pa.array(written, pa.int64()), history, pa.array(target, pa.int64())], schema=SAMPLE_SCHEMA
+    )
+
+
+def eval_split(
+    item: np.ndarray, lengths: np.ndarray, split: str, max_history: int
+) -> tuple[pa.Table, int]:
+    """valid or test samples of every user that has a non-empty history, and the users without."""
+    back = {"test": 1, "valid": 2}[split]
+    starts = np.cumsum(lengths) - lengths
+    users = np.flatnonzero(lengths > back)
+    table = samples_table(item, starts, users, lengths[users] - back, max_history)
+    return table, int(len(lengths) - len(users))
+
+
+def train_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(user, position) int64 [S] of every training sample: positions 1 .. length-3."""
+    count = np.maximum(lengths - 3, 0)
+    user = np.repeat(np.arange(len(lengths)), count)
+    first = np.cumsum(count) - count
+    position = np.arange(count.sum()) - np.repeat(first, count) + 1
+    return user, position
+
+
+def train_chunks(
+    item: np.ndarray,
+    lengths: np.ndarray,
+    max_history: int,
+    user_ids: np.ndarray,
+    max_samples: int = 1 << 20,
+) -> list[pa.Table]:
+    """Training samples in user order, split between users into tables of <= ~max_samples rows."""
+    starts = np.cumsum(lengths) - lengths
+    per_user = np.maximum(lengths - 3, 0)
+    bounds = np.searchsorted(
+        np.cumsum(per_user), np.arange(max_samples, per_user.sum(), max_samples)
+    )
+    tables = []
+    for users in np.split(np.arange(len(lengths)), np.unique(bounds + 1)):
+        user, position = train_positions(lengths[users])
+        tables.append(
+            samples_table(item, starts[users], user, position, max_history, user_ids[users])
+        )
+    return [t for t in tables if t.num_rows] or [SAMPLE_SCHEMA.empty_table()]

@@ -1,0 +1,143 @@
+"""The prepare stage end to end on Ray Data: real datasets' counts, the artifact contract,
+identical output for identical input, and lenient skips reported in stats.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from data_support import META, meta_records, review_records, write_jsonl
+
+from distributed_rec.artifacts import RunPaths
+from distributed_rec.config import load_config
+from distributed_rec.data.prepare import run_prepare
+from distributed_rec.data.sharding import user_shards
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    """One local Ray for the module; run_prepare reuses it instead of starting its own."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def prepare(run_dir: Path, *args: str) -> tuple[dict, RunPaths]:
+    recipe = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
+    overrides = [a for a in args if not a.startswith("--config=")]
+    config = load_config(recipe, [f"--run_dir={run_dir}", *overrides])
+    run_prepare(config)
+    paths = RunPaths(run_dir)
+    return json.loads(paths.prepare_stats.read_text()), paths
+
+
+def read_parts(folder: Path):
+    import pyarrow as pa
+
+    return pa.concat_tables(pq.read_table(p) for p in sorted(folder.glob("part-*.parquet")))
+
+
+def check_contract(stats: dict, paths: RunPaths, max_history: int = 20) -> None:
+    users, items, events = stats["users"], stats["items"], stats["interactions"]
+    interactions = read_parts(paths.interactions)
+    assert interactions.num_rows == events
+    assert interactions.column_names == ["user_id", "raw_user_id", "item_id", "timestamp", "seq"]
+    item_table = pq.read_table(paths.items)
+    assert item_table["item_id"].to_pylist() == list(range(items))
+    assert all(item_table["text"].to_pylist())
+    lengths = np.bincount(interactions["user_id"].to_numpy(), minlength=users)
+    assert lengths.min() >= 1 and len(lengths) == users
+    # each shard holds exactly the users whose stable hash maps there
+    for shard, part in enumerate(sorted(paths.interactions.glob("part-*.parquet"))):
+        raw_users = set(pq.read_table(part, columns=["raw_user_id"])["raw_user_id"].to_pylist())
+        assert set(user_shards(sorted(raw_users), stats["num_shards"])) <= {shard}
+    train = read_parts(paths.train_split)
+    assert (
+        train.num_rows == int(np.maximum(lengths - 3, 0).sum()) == stats["split"]["train_samples"]
+    )
+    for table in (
+        train,
+        pq.read_table(paths.eval_split("valid")),
+        pq.read_table(paths.eval_split("test")),
+    ):
+        sizes = [len(h) for h in table["history"].to_pylist()]
+        assert all(1 <= size <= max_history for size in sizes)
+    test = pq.read_table(paths.eval_split("test"))
+    assert test.num_rows == int((lengths >= 2).sum()) == stats["split"]["test_users"]
+    assert sum(stats["dropped"].values()) + events == stats["raw"]["interactions"]
+
+
+@pytest.mark.shared_data
+def test_scientific_5core(tmp_path, scientific_dir):
+    stats, paths = prepare(tmp_path, "--data.format=lcrec", f"--data.path={scientific_dir}")
+    assert (stats["users"], stats["items"], stats["interactions"]) == (8317, 4344, 58492)
+    assert stats["dropped"] == {"duplicate": 0, "kcore": 0}
+    check_contract(stats, paths)
+    # the last event of user 0 is the test target, the one before it the valid target
+    test = pq.read_table(paths.eval_split("test")).to_pylist()[0]
+    valid = pq.read_table(paths.eval_split("valid")).to_pylist()[0]
+    assert test == {"user_id": 0, "history": list(range(8)), "target": 8}
+    assert valid == {"user_id": 0, "history": list(range(7)), "target": 7}
+
+
+@pytest.mark.shared_data
+def test_office_5core(tmp_path, office_dir):
+    stats, paths = prepare(tmp_path, "--data.format=lcrec", f"--data.path={office_dir}",
+                           "--data.num_shards=3")  # fmt: skip
+    assert (stats["users"], stats["items"], stats["interactions"]) == (4905, 2420, 53258)
+    assert len(list(paths.train_split.glob("part-*.parquet"))) == 3
+    check_contract(stats, paths)
+
+
+def test_embedded_movielens_before_kcore(tmp_path):
+    stats, paths = prepare(tmp_path, "--config=default", "--data.kcore=0", "--data.max_history=5")
+    assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100000)
+    assert abs(stats["sparsity"] - (1 - 100000 / (943 * 1682))) < 1e-12
+    check_contract(stats, paths, max_history=5)
+    text = pq.read_table(paths.items).to_pylist()[0]["text"]
+    assert text == "Toy Story. 1995. Animation, Children's, Comedy"
+
+
+def test_same_input_gives_identical_parquet(tmp_path):
+    args = ("--config=debug", "--data.num_shards=3")
+    prepare(tmp_path / "a", *args)
+    _, paths = prepare(tmp_path / "b", *args)
+    files = sorted(
+        p.relative_to(tmp_path / "b") for p in (tmp_path / "b" / "prepare").rglob("*.parquet")
+    )
+    assert len(files) == 3 + 3 + 3  # interactions, train parts; items, valid, test
+    for file in files:
+        assert pq.read_table(tmp_path / "a" / file).equals(pq.read_table(tmp_path / "b" / file))
+    # a second run into the same directory with fewer shards leaves no stale parts behind
+    prepare(tmp_path / "b", "--config=debug", "--data.num_shards=2")
+    assert len(list(paths.interactions.glob("*"))) == len(list(paths.train_split.glob("*"))) == 2
+
+
+def test_lenient_skips_are_counted_in_stats(tmp_path):
+    records: list[object] = review_records()
+    records[1] = "{broken"
+    records[2] = {"user_id": "u2", "parent_asin": "i2"}  # no timestamp
+    records += [
+        {"user_id": "u1", "parent_asin": "i9", "timestamp": 1},  # no metadata for i9
+        {"user_id": None, "parent_asin": "i1", "timestamp": 1},
+        {"user_id": "u3", "parent_asin": "i2", "timestamp": "noon"},
+    ]
+    write_jsonl(tmp_path / "Home.jsonl", records)
+    write_jsonl(tmp_path / "meta_Home.jsonl", meta_records(META) + ["not json"])
+    stats, paths = prepare(tmp_path / "run", "--data.format=amazon2023", f"--data.path={tmp_path}",
+                           "--data.errors=lenient", "--data.kcore=0")  # fmt: skip
+    assert stats["dropped"] == {
+        "malformed_json": 1, "missing_field": 1, "missing_metadata": 1, "null_user": 1,
+        "bad_timestamp": 1, "duplicate": 0, "kcore": 0,
+    }  # fmt: skip
+    assert stats["skipped_metadata"] == {"malformed_json": 1}
+    assert stats["raw"]["interactions"] == 12 and stats["interactions"] == 7
+    assert stats["split"]["valid_users_without_history"] == 2  # u2 and u3 keep 2 events each
+    check_contract(stats, paths)
