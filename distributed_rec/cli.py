@@ -15,6 +15,7 @@ USAGE = f"""usage: python -m distributed_rec <stage> [--config FILE_OR_RECIPE] [
                                   [--resume] [--force] [--section.key=value ...]
 
 stages: {", ".join(STAGES)}, run (all in order)
+        baseline (sasrec or tiger by --baseline.model, on the prepared splits; not part of run)
   --config=debug         a recipe by name (distributed_rec/recipes/*.toml) or a TOML/JSON file
   --run_dir=DIR          where artifacts go (default runs/default)
   --resume               continue a killed training run (same as --train.resume=true)
@@ -30,8 +31,10 @@ def split_arguments(argv: list[str]) -> tuple[str, str | None, bool, list[str]]:
     if not argv or argv[0] in ("-h", "--help"):
         raise SystemExit(USAGE)
     stage, rest = argv[0], argv[1:]
-    if stage not in (*STAGES, "run"):
-        raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}, run")
+    if stage not in (*STAGES, "run", "baseline"):
+        raise ConfigError(
+            f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}, run, baseline"
+        )
     recipe: str | None = None
     force = False
     overrides: list[str] = []

@@ -33,6 +33,7 @@ OBJECTIVES = ("llada", "maskgr")
 LAUNCHERS = ("local", "deepspeed", "ray")
 PRECISIONS = ("auto", "fp32", "bf16")
 DECODE_ORDERS = ("adaptive", "l2r", "r2l")
+BASELINE_MODELS = ("sasrec", "tiger")
 
 
 class ConfigError(ValueError):
@@ -189,6 +190,8 @@ class TokenizerConfig:
     """Sinkhorn iterations for the balanced re-assignment of colliding items."""
     seed: int = 0
     """Random seed of the tokenizer."""
+    num_threads: int = 1
+    """Torch CPU threads while tokenizing; 0 keeps torch's default (1 is fastest on busy CPUs)."""
 
     def __post_init__(self) -> None:
         _check_choice("tokenize.method", self.method, TOKENIZER_METHODS)
@@ -199,6 +202,7 @@ class TokenizerConfig:
         _check_positive("tokenize.lr", self.lr)
         _check_positive("tokenize.batch_size", self.batch_size)
         _check_positive("tokenize.max_epochs", self.max_epochs)
+        _check_positive("tokenize.num_threads", self.num_threads, allow_zero=True)
 
 
 @dataclass
@@ -257,8 +261,8 @@ class TrainConfig:
     """DeepSpeed ZeRO stage 0-3."""
     global_batch_size: int = 1024
     """Samples per optimiser step across all processes (= micro x accumulation x world)."""
-    micro_batch_size: int = 256
-    """Samples per forward pass on one process."""
+    micro_batch_size: int = 64
+    """Samples per forward pass on one process (small micro-batches cut padding and memory)."""
     lr: float = 3e-3
     """Peak AdamW learning rate."""
     weight_decay: float = 0.01
@@ -272,7 +276,7 @@ class TrainConfig:
     max_steps: int = 0
     """Stop after this many optimiser steps; 0 means no bound (benchmarks, tests)."""
     precision: str = "auto"
-    """'auto' (fp32 on CPU, bf16 on GPU), 'fp32' or 'bf16'."""
+    """'auto' (fp32 on CPU, bf16 on GPU), 'fp32' or 'bf16' (on CPU: bf16 autocast, fp32 weights)."""
     eval_every_epochs: int = 1
     """Validate every this many epochs."""
     eval_max_users: int = 0
@@ -356,6 +360,50 @@ class EvaluateConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """SASRec and TIGER-style baselines on the same splits and metrics (SPEC §9)."""
+
+    model: str = "sasrec"
+    """One of BASELINE_MODELS: 'sasrec' (item ids) or 'tiger' (semantic IDs, use tokenize rqvae)."""
+    d_model: int = 64
+    """Hidden size."""
+    num_layers: int = 2
+    """Causal Transformer layers."""
+    num_attention_heads: int = 2
+    """Attention heads per layer."""
+    dropout: float = 0.2
+    """Dropout on embeddings, attention output and FFN output."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    batch_size: int = 256
+    """Samples per optimiser step; also sequences per evaluation batch (tiger: users x beams)."""
+    max_epochs: int = 50
+    """Upper bound on epochs."""
+    patience: int = 5
+    """Early stopping: epochs without a better valid NDCG@10 before stopping."""
+    beam_size: int = 50
+    """TIGER: beams kept per user by the constrained beam search."""
+
+    def __post_init__(self) -> None:
+        _check_choice("baseline.model", self.model, BASELINE_MODELS)
+        _check_positive("baseline.d_model", self.d_model)
+        _check_positive("baseline.num_layers", self.num_layers)
+        _check_positive("baseline.num_attention_heads", self.num_attention_heads)
+        if self.d_model % self.num_attention_heads:
+            raise ConfigError(
+                f"baseline.d_model={self.d_model} must be divisible by "
+                f"baseline.num_attention_heads={self.num_attention_heads}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"baseline.dropout={self.dropout!r} must be in [0, 1)")
+        _check_positive("baseline.lr", self.lr)
+        _check_positive("baseline.batch_size", self.batch_size)
+        _check_positive("baseline.max_epochs", self.max_epochs)
+        _check_positive("baseline.patience", self.patience)
+        _check_positive("baseline.beam_size", self.beam_size)
+
+
+@dataclass
 class JobConfig:
     """Everything a run needs; written resolved to `run_dir/config.json`."""
 
@@ -373,6 +421,7 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))

@@ -29,6 +29,7 @@ STAGE_ENTRY_POINTS = {
     "tokenize": "distributed_rec.semantic_ids.stage:run_tokenize",
     "train": "distributed_rec.train.stage:run_train",
     "evaluate": "distributed_rec.evaluate.stage:run_evaluate",
+    "baseline": "distributed_rec.baselines.stage:run_baseline",  # not part of `run`
 }
 
 # Config sections (or "section.key") that decide each stage's output.
@@ -38,6 +39,7 @@ STAGE_CONFIG_KEYS = {
     "tokenize": ["tokenize"],
     "train": ["model", "train", "decode.valid_beam_size", "data.max_history", "seed"],
     "evaluate": ["decode", "evaluate.splits", "data.max_history"],
+    "baseline": ["baseline", "decode.top_k", "data.max_history", "seed"],
 }
 # Config keys that never change a stage's result.
 _KEYS_WITHOUT_EFFECT = {"train.resume", "evaluate.use_ray", "evaluate.num_shards"}
@@ -52,6 +54,10 @@ def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
         return [paths.item_embeddings]
     if stage == "train":
         return [paths.train_split, paths.eval_split("valid"), paths.semantic_ids]
+    if stage == "baseline":
+        splits = [paths.train_split, paths.eval_split("valid"), paths.eval_split("test")]
+        tiger = config.baseline.model == "tiger"
+        return [paths.items, *splits] + ([paths.semantic_ids] if tiger else [])
     return [
         paths.best_model,
         paths.semantic_ids,

@@ -1,0 +1,127 @@
+"""The baseline stage: train SASRec or TIGER-style on the train split, early-stop on valid
+NDCG@10, evaluate valid and test with the shared metrics, write DIR/baselines/<model>/metrics.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from distributed_rec.artifacts import RunPaths, write_json_atomic
+from distributed_rec.baselines.sasrec import SASRec
+from distributed_rec.baselines.tiger import TigerDecoder, TigerRecommender
+from distributed_rec.baselines.train import evaluate, fit, summary_of
+from distributed_rec.config import JobConfig
+from distributed_rec.errors import ArtifactError, DataError
+from distributed_rec.semantic_ids.id_table import SemanticIdTable
+from distributed_rec.train.data import read_eval_split, read_samples
+from distributed_rec.train.loop import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def baseline_metrics_path(config: JobConfig) -> Path:
+    return Path(config.run_dir) / "baselines" / config.baseline.model / "metrics.json"
+
+
+def _num_items(paths: RunPaths) -> int:
+    if not paths.items.exists():
+        raise ArtifactError(f"{paths.items} is missing: run the prepare stage first")
+    return pq.read_metadata(paths.items).num_rows
+
+
+def _check_item_ids(name: Path, item_ids: np.ndarray, num_items: int) -> None:
+    if len(item_ids) and (item_ids.min() < 0 or item_ids.max() >= num_items):
+        bad = item_ids[(item_ids < 0) | (item_ids >= num_items)][0]
+        raise DataError(name, f"item id {bad} is outside 0..{num_items - 1} of items.parquet")
+
+
+def build_baseline(config: JobConfig, num_items: int) -> nn.Module:
+    """A freshly initialised baseline of kind `config.baseline.model`."""
+    cfg, max_history = config.baseline, config.data.max_history
+    if cfg.model == "sasrec":
+        return SASRec(
+            num_items,
+            max_history,
+            cfg.d_model,
+            cfg.num_layers,
+            cfg.num_attention_heads,
+            cfg.dropout,
+        )
+    paths = RunPaths(Path(config.run_dir))
+    table = SemanticIdTable.read(paths.semantic_ids)
+    _check_item_ids(paths.semantic_ids, table.item_ids, num_items)
+    missing = np.setdiff1d(np.arange(num_items), table.item_ids)
+    if len(missing):
+        raise ArtifactError(f"{paths.semantic_ids}: item {missing[0]} has no semantic ID")
+    if config.tokenize.method != "rqvae":
+        log.warning(
+            "tiger baseline over %r semantic IDs (TIGER uses rqvae)", config.tokenize.method
+        )
+    decoder = TigerDecoder(
+        table.num_heads,
+        table.codebook_size,
+        max_history,
+        cfg.d_model,
+        cfg.num_layers,
+        cfg.num_attention_heads,
+        cfg.dropout,
+    )
+    return TigerRecommender(table, num_items, decoder, cfg.beam_size)
+
+
+def run_baseline(config: JobConfig) -> dict[str, Any]:
+    """Train, early-stop and evaluate the configured baseline; returns the metrics summary."""
+    started = time.perf_counter()
+    paths = RunPaths(Path(config.run_dir))
+    cfg, max_history, top_k = config.baseline, config.data.max_history, config.decode.top_k
+    num_items = _num_items(paths)
+    samples = read_samples(paths.train_split, max_history)
+    _check_item_ids(paths.train_split, samples.items, num_items)
+    splits = {}
+    for split in ("valid", "test"):
+        histories, targets = read_eval_split(paths.eval_split(split), max_history)
+        _check_item_ids(paths.eval_split(split), np.concatenate([targets, *histories]), num_items)
+        splits[split] = (histories, targets)
+
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    model = build_baseline(config, num_items).to(device)
+    # a TIGER batch of users decodes beam_size sequences per user at once
+    eval_batch = max(1, cfg.batch_size // cfg.beam_size) if cfg.model == "tiger" else cfg.batch_size
+    result = fit(
+        model,
+        samples,
+        splits["valid"],
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        max_epochs=cfg.max_epochs,
+        patience=cfg.patience,
+        top_k=top_k,
+        seed=config.seed,
+        eval_batch_size=eval_batch,
+    )
+    test = evaluate(model, *splits["test"], top_k=top_k, batch_size=eval_batch)
+    metrics = {
+        "valid": result.best_valid,
+        "test": test,
+        "model": cfg.model,
+        "users": {split: len(targets) for split, (_, targets) in splits.items()},
+        "num_items": num_items,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": config.tokenize.method if cfg.model == "tiger" else None,
+        "config_hash": config.section_hash("data", "baseline", "decode"),
+        "device": device,
+        **summary_of(result),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    write_json_atomic(baseline_metrics_path(config), metrics)
+    log.info("baseline %s: valid %s test %s", cfg.model, metrics["valid"], test)
+    return {key: metrics[key] for key in ("model", "valid", "test", "best_epoch", "wall_seconds")}
