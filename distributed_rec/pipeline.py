@@ -42,7 +42,15 @@ STAGE_CONFIG_KEYS = {
     "baseline": ["baseline", "decode.top_k", "data.max_history", "seed"],
 }
 # Config keys that never change a stage's result.
-_KEYS_WITHOUT_EFFECT = {"train.resume", "evaluate.use_ray", "evaluate.num_shards"}
+_KEYS_WITHOUT_EFFECT = {
+    "train.resume",
+    "train.launcher",
+    "train.num_procs",
+    "train.hostfile",
+    "train.log_every_steps",
+    "evaluate.use_ray",
+    "evaluate.num_shards",
+}
 
 
 def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:

@@ -1,1 +1,29 @@
-"""model"""
+"""The mask predictor (SPEC §5), its masking schedules and objectives (SPEC §6)."""
+
+from __future__ import annotations
+
+from distributed_rec.config import ModelConfig
+from distributed_rec.model.transformer import MaskPredictor
+
+__all__ = ["MaskPredictor", "build_mask_predictor", "count_parameters"]
+
+
+def build_mask_predictor(
+    model_cfg: ModelConfig, num_heads: int, codebook_size: int, max_items: int
+) -> MaskPredictor:
+    """A freshly initialised mask predictor; `max_items` = data.max_history + 1 (the target)."""
+    return MaskPredictor(
+        num_heads=num_heads,
+        codebook_size=codebook_size,
+        max_items=max_items,
+        d_model=model_cfg.d_model,
+        num_layers=model_cfg.num_layers,
+        num_attention_heads=model_cfg.num_attention_heads,
+        ffn_dim=model_cfg.ffn_dim,
+        dropout=model_cfg.dropout,
+        attention=model_cfg.attention,
+    )
+
+
+def count_parameters(model: MaskPredictor) -> int:
+    return sum(p.numel() for p in model.parameters())

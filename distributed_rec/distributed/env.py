@@ -1,0 +1,103 @@
+"""Rank and world-size helpers: one process group whatever started us (plain python, torchrun,
+the deepspeed launcher, Ray Train). Collectives are no-ops at world size 1."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(device: str) -> str:
+    """'cuda' or 'cpu' ('auto': cuda when available)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def set_threads(world_size: int) -> None:
+    """Share the cores among this node's processes (OMP_NUM_THREADS, when set, wins)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+        return
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", world_size)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, (cores or 1) // max(1, local)))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def init_distributed(backend: str = "gloo") -> DistEnv:
+    """Join (or create) the default process group.
+
+    Ray Train initialises the group itself; torchrun and the deepspeed launcher set RANK,
+    WORLD_SIZE, MASTER_ADDR and MASTER_PORT (env:// rendezvous); a plain process without them
+    gets a private world of size 1 on a free local port (its environment is left untouched).
+    """
+    if not dist.is_initialized():
+        if "WORLD_SIZE" in os.environ:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(
+                backend=backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+            )
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", rank if world == 1 else 0))
+    os.environ.setdefault("LOCAL_RANK", str(local_rank))  # DeepSpeed asserts it is set
+    return DistEnv(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Elementwise sum over processes (a copy; identity at world size 1)."""
+    values = values.detach().clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
+    values = values.detach().clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values
+
+
+def broadcast_from_main(values: torch.Tensor) -> torch.Tensor:
+    """Rank 0's values on every process."""
+    values = values.detach().clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(values, src=0)
+    return values
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

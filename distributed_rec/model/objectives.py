@@ -1,0 +1,99 @@
+"""LLaDA-Rec and MaskGR training objectives: masking + model passes + weighted losses (SPEC §6).
+
+Legend: B batch, L tokens, M positions per item, K codes, D width, N masked positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from distributed_rec.config import ModelConfig
+from distributed_rec.model import losses, masking
+from distributed_rec.model.transformer import MaskPredictor
+from distributed_rec.model.vocab import mask_token
+
+
+@dataclass(frozen=True)
+class Normalisers:
+    """Denominators of the whole global batch: target tokens (G*M) and real (non-pad) tokens."""
+
+    target_tokens: float
+    real_tokens: float
+
+
+def masked_pass(
+    model: MaskPredictor, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor, mask_BL: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward pass with `mask_BL` tokens replaced by MASK.
+
+    Returns (logits_NK, codes_N, rows_N) at the masked positions (row-major order); the output
+    head is computed only there.
+    """
+    M, K = model.num_heads, model.codebook_size
+    codes_BL = losses.token_codes(tokens_BL, M, K)
+    inputs_BL = tokens_BL.masked_fill(mask_BL, mask_token(M, K))
+    hidden_BLD = model.encode(inputs_BL, is_pad_BL)
+    rows, cols = mask_BL.nonzero(as_tuple=True)
+    logits_NK = model.head_at(hidden_BLD[rows, cols], cols % M)
+    return logits_NK, codes_BL[rows, cols], rows
+
+
+def objective_terms(
+    model: MaskPredictor,
+    tokens_BL: torch.Tensor,
+    is_pad_BL: torch.Tensor,
+    noise: masking.MaskNoise,
+    model_cfg: ModelConfig,
+    norm: Normalisers,
+) -> dict[str, torch.Tensor]:
+    """Loss terms of one micro-batch, each already divided by the global-batch normaliser.
+
+    Returns {"loss": weighted total} plus "item" and "history" (llada) or "maskgr" terms; a term
+    whose weight is 0 is skipped (no forward pass). Summing "loss" over all micro-batches of all
+    processes gives the global-batch loss.
+    """
+    M, L = model.num_heads, tokens_BL.shape[1]
+    terms: dict[str, torch.Tensor] = {}
+    if model_cfg.objective == "maskgr":
+        mask_BL, rate_BL = masking.sequence_mask(noise, is_pad_BL)
+        logits_NK, codes_N, _ = masked_pass(model, tokens_BL, is_pad_BL, mask_BL)
+        loss_sum = losses.rate_weighted_loss_sum(logits_NK, codes_N, rate_BL[mask_BL])
+        terms["maskgr"] = loss_sum / norm.real_tokens
+        terms["loss"] = terms["maskgr"]
+        return terms
+    total = tokens_BL.new_zeros((), dtype=torch.float32)
+    if model_cfg.item_loss_weight > 0:
+        mask_BL = masking.next_item_mask(noise, L, M)
+        logits_NK, codes_N, rows_N = masked_pass(model, tokens_BL, is_pad_BL, mask_BL)
+        loss_sum = losses.next_item_loss_sum(logits_NK, codes_N, noise.k_G[rows_N], M)
+        terms["item"] = loss_sum / norm.target_tokens
+        total = total + model_cfg.item_loss_weight * terms["item"]
+    if model_cfg.history_loss_weight > 0:
+        mask_BL, rate_BL = masking.history_mask(noise, is_pad_BL, M)
+        logits_NK, codes_N, _ = masked_pass(model, tokens_BL, is_pad_BL, mask_BL)
+        loss_sum = losses.rate_weighted_loss_sum(logits_NK, codes_N, rate_BL[mask_BL])
+        terms["history"] = loss_sum / norm.real_tokens
+        total = total + model_cfg.history_loss_weight * terms["history"]
+    terms["loss"] = total
+    return terms
+
+
+class TrainingObjective(torch.nn.Module):
+    """The module handed to DeepSpeed: wraps the predictor so every parameter is used inside
+    `forward` (ZeRO-3 gathers parameters per module call)."""
+
+    def __init__(self, model: MaskPredictor, model_cfg: ModelConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.model_cfg = model_cfg
+
+    def forward(
+        self,
+        tokens_BL: torch.Tensor,
+        is_pad_BL: torch.Tensor,
+        noise: masking.MaskNoise,
+        norm: Normalisers,
+    ) -> dict[str, torch.Tensor]:
+        return objective_terms(self.model, tokens_BL, is_pad_BL, noise, self.model_cfg, norm)

@@ -1,0 +1,128 @@
+"""Training samples and the deterministic order in which every process consumes them.
+
+An epoch is a permutation of all samples seeded by (seed, epoch), cut into global batches (the
+incomplete last one is dropped). Inside a global batch, samples are sorted by length and cut into
+micro-batches, so padding is per micro-batch and small; micro-batch j goes to rank j % world at
+accumulation index j // world. Every process derives the same plan, so the union of what the
+processes see -- and the masking noise of each sample, drawn per global batch -- does not depend
+on the world size.
+
+Legend: G global batch, B micro-batch, L tokens, M positions per item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from distributed_rec.errors import ArtifactError, DataError
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Sequences (history items then the target) stored flat: items of sample i are
+    `items[offsets[i]:offsets[i+1]]`."""
+
+    offsets: np.ndarray
+    items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 [num_samples]: items per sequence (history + 1)."""
+        return np.diff(self.offsets)
+
+    def sequences(self, index: np.ndarray) -> list[np.ndarray]:
+        return [self.items[self.offsets[i] : self.offsets[i + 1]] for i in index]
+
+
+def read_samples(path: Path, max_history: int) -> SampleSet:
+    """Samples of a split: a Parquet file or a folder of part-*.parquet (name order).
+
+    Histories longer than `max_history` keep their most recent items.
+    """
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        raise ArtifactError(f"{path} has no samples: run the prepare stage first")
+    lengths_parts, items_parts = [], []
+    for file in files:
+        table = pq.read_table(file, columns=["history", "target"])
+        if table["history"].null_count or table["target"].null_count:
+            raise DataError(file, "null history or target")
+        history = table["history"].combine_chunks()
+        hist_offsets = history.offsets.to_numpy().astype(np.int64)
+        hist_values = pc.cast(history.values, "int64").to_numpy()
+        targets = table["target"].to_numpy().astype(np.int64)
+        hist_len = np.diff(hist_offsets)
+        if (hist_len == 0).any():
+            raise DataError(file, f"row {int(np.argmax(hist_len == 0))} has an empty history")
+        keep = np.minimum(hist_len, max_history)
+        seq_len = keep + 1
+        ends = np.cumsum(seq_len)
+        # position of each kept history item inside hist_values, then the target last
+        within = np.arange(int(seq_len.sum())) - np.repeat(ends - seq_len, seq_len)
+        is_target = within == np.repeat(keep, seq_len)
+        source = np.repeat(hist_offsets[1:] - keep, seq_len) + within
+        values = np.empty(len(within), dtype=np.int64)
+        values[~is_target] = hist_values[source[~is_target]]
+        values[is_target] = targets
+        lengths_parts.append(seq_len)
+        items_parts.append(values)
+    lengths = np.concatenate(lengths_parts)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return SampleSet(offsets=offsets, items=np.concatenate(items_parts))
+
+
+def read_eval_split(path: Path, max_history: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """(histories, targets) of valid.parquet or test.parquet, histories truncated."""
+    if not path.exists():
+        raise ArtifactError(f"{path} is missing: run the prepare stage first")
+    table = pq.read_table(path, columns=["history", "target"])
+    history = table["history"].combine_chunks()
+    offsets = history.offsets.to_numpy().astype(np.int64)
+    values = pc.cast(history.values, "int64").to_numpy()
+    histories = [
+        values[max(start, end - max_history) : end]
+        for start, end in zip(offsets[:-1], offsets[1:], strict=True)
+    ]
+    return histories, table["target"].to_numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One process's share of a global batch at one accumulation index."""
+
+    sample_ids: np.ndarray
+    """int64 [B]: indices into the SampleSet."""
+    rows: np.ndarray
+    """int64 [B]: positions inside the global batch (rows of the global batch's noise)."""
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+    return num_samples // global_batch
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample permutation of `epoch` (same on every process)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def micro_batches(
+    global_ids: np.ndarray, lengths: np.ndarray, micro_batch: int, rank: int, world_size: int
+) -> list[MicroBatch]:
+    """This rank's micro-batches of one global batch, in accumulation order.
+
+    `global_ids` [G] are sample indices in epoch order, `lengths` their sequence lengths.
+    """
+    G = len(global_ids)
+    if G % (micro_batch * world_size):
+        raise ValueError(f"global batch {G} is not a multiple of {micro_batch} x {world_size}")
+    by_length = np.argsort(-lengths, kind="stable")
+    chunks = by_length.reshape(-1, micro_batch)
+    return [MicroBatch(sample_ids=global_ids[rows], rows=rows) for rows in chunks[rank::world_size]]

@@ -1,0 +1,118 @@
+"""Starting the training loop three ways: in this process, through the `deepspeed` launcher
+(a subprocess), or as a Ray Train TorchTrainer (one loop per Ray worker)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from distributed_rec.artifacts import RunPaths
+from distributed_rec.config import JobConfig, config_from_dict, replace_section, save_config
+from distributed_rec.distributed.env import free_port, resolve_device
+from distributed_rec.errors import DistributedRecError
+
+log = logging.getLogger(__name__)
+
+_RENDEZVOUS_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+
+
+def deepspeed_command(config: JobConfig, job_config_path: Path) -> list[str]:
+    """`deepspeed [--hostfile H] --num_gpus N --module distributed_rec.train.worker ...`.
+
+    On CPU, --num_gpus sets the number of local processes.
+    """
+    executable = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or shutil.which(
+        "deepspeed"
+    )
+    if executable is None:
+        raise DistributedRecError("the `deepspeed` launcher is not installed in this environment")
+    command = [executable]
+    if config.train.hostfile:
+        command += ["--hostfile", config.train.hostfile]
+    else:
+        command += ["--master_port", str(free_port())]
+    command += ["--num_gpus", str(config.train.num_procs)]
+    command += ["--module", "distributed_rec.train.worker", f"--job_config={job_config_path}"]
+    return command
+
+
+def launch_deepspeed(config: JobConfig) -> None:
+    """Run the loop under the `deepspeed` launcher; waits for it to finish."""
+    paths = RunPaths(Path(config.run_dir).resolve())
+    config = replace_section(config, "train", launcher="local")
+    config = config_from_dict({**config.to_dict(), "run_dir": str(paths.root)})
+    job_config_path = paths.stage_dir("train") / "launch_config.json"
+    save_config(config, job_config_path)
+    environment = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS_VARIABLES}
+    command = deepspeed_command(config, job_config_path)
+    log.info("launching: %s", " ".join(command))
+    completed = subprocess.run(command, env=environment, check=False)
+    if completed.returncode:
+        raise DistributedRecError(
+            f"the deepspeed launcher exited with status {completed.returncode}; see the log above"
+        )
+
+
+def _ray_train_loop(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker; Ray has already formed the process group."""
+    import ray.train
+
+    from distributed_rec.train.loop import train_worker
+
+    context = ray.train.get_context()
+    os.environ["LOCAL_RANK"] = str(context.get_local_rank())
+    os.environ["LOCAL_WORLD_SIZE"] = str(context.get_local_world_size())
+    train_worker(config_from_dict(loop_config["job"]))
+
+
+def launch_ray(config: JobConfig) -> None:
+    """Run the loop as a Ray Train TorchTrainer with train.num_procs workers."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    run_dir = Path(config.run_dir).resolve()
+    config = replace_section(config, "train", launcher="local")
+    config = config_from_dict({**config.to_dict(), "run_dir": str(run_dir)})
+    use_gpu = resolve_device(config.device) == "cuda"
+    started_here = not ray.is_initialized()
+    if started_here:
+        if config.ray.address or os.environ.get("RAY_ADDRESS"):
+            # `ray job submit` sets RAY_ADDRESS: join that cluster
+            ray.init(address=config.ray.address or None)
+        else:
+            ray.init(
+                num_cpus=config.ray.num_cpus or None,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+            )
+    try:
+        trainer = TorchTrainer(
+            _ray_train_loop,
+            train_loop_config={"job": config.to_dict()},
+            scaling_config=ScalingConfig(
+                num_workers=config.train.num_procs,
+                use_gpu=use_gpu,
+                resources_per_worker={"CPU": config.ray.actor_num_cpus},
+            ),
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            run_config=RunConfig(name="train", storage_path=str(run_dir / "train" / "ray")),
+        )
+        result = trainer.fit()
+        if result.error is not None:
+            raise DistributedRecError(f"Ray Train failed: {result.error}")
+    finally:
+        if started_here:
+            ray.shutdown()
