@@ -8,6 +8,7 @@ from typing import Any
 
 from distributed_rec.artifacts import STAGES, RunPaths, write_json_atomic
 from distributed_rec.config import JobConfig
+from distributed_rec.evaluate.tables import RANKED_LIST_NOTE, metrics_table
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -28,10 +29,21 @@ def write_results(config: JobConfig, summaries: list[dict[str, Any]]) -> dict[st
         "train": _read_json(paths.train_metrics),
         "evaluate": _read_json(paths.eval_metrics),
     }
+    if results["evaluate"]:
+        results["model_vs_popularity"] = model_vs_popularity(results["evaluate"])
     write_json_atomic(paths.results_json, results)
     paths.results_md.write_text(render_markdown(results))
     print(render_markdown(results))
     return results
+
+
+def model_vs_popularity(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """Model metric / popularity metric on the popularity split (None where the floor is 0)."""
+    model = metrics.get(metrics.get("popularity_split", "test"), {})
+    floor = metrics.get("popularity", {})
+    return {
+        key: (model[key] / floor[key] if floor.get(key) else None) for key in floor if key in model
+    }
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -59,9 +71,18 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [f"- {key}: {stats[key]}" for key in ("users", "items", "interactions")]
     metrics = results.get("evaluate")
     if metrics:
-        lines += ["", "## Metrics (generated top-K lists)", ""]
-        for split in ("valid", "test", "popularity"):
-            if split in metrics and isinstance(metrics[split], dict):
-                cells = " | ".join(f"{k}={v:.4f}" for k, v in sorted(metrics[split].items()))
-                lines.append(f"- {split}: {cells}")
+        lines += ["", "## Metrics: model vs most-popular floor", "", metrics_table(metrics), ""]
+        lines.append(RANKED_LIST_NOTE.format(**metrics["decode"]))
+        ratios = results.get("model_vs_popularity") or {}
+        if ratios.get("recall@10") and ratios.get("ndcg@10"):
+            lines += [
+                "",
+                f"Model / popularity: recall@10 x{ratios['recall@10']:.2f}, "
+                f"ndcg@10 x{ratios['ndcg@10']:.2f}.",
+            ]
+        lines += [
+            "",
+            f"- evaluation users/s: {metrics['users_per_s']:.1f}",
+            f"- configuration hash: {metrics['config_hash']}",
+        ]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,163 @@
+"""Adaptive-order beam search over the target item's M positions, constrained to real items (§7).
+
+Each of the T steps runs ONE forward pass over every beam of every user of the batch, chooses
+M/T masked positions per beam, and expands them jointly: the candidates of a beam are the
+distinct code tuples at its chosen positions among the items consistent with what the beam has
+filled, so every partial ID agrees with some real item and a complete one is an item.
+Scores are sums of fp32 log-probabilities; log-probs are log_softmax over all K codes of a
+position (the model's distribution), restricted to the valid codes without renormalising.
+The best `beam_size` candidates per user, over all of its beams, survive each step (the last step
+keeps max(beam_size, top_k) so that greedy search still returns a top-K list).
+
+Legend: U users, R beams (all users, flat), L tokens, M positions, K codes, P or C candidates
+(beam, representative item) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from distributed_rec.decode.constraint import UNFILLED, ValidIdIndex
+from distributed_rec.decode.orders import choose_positions
+from distributed_rec.model.vocab import mask_token
+
+LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(tokens_RL int64, is_pad_RL bool) -> logits [R, M, K] of the last M (target) positions."""
+
+
+@dataclass
+class Beams:
+    """Flat beams of all users: user_R int64, filled_RM int64 (UNFILLED = -1), score_R fp32."""
+
+    user_R: torch.Tensor
+    filled_RM: torch.Tensor
+    score_R: torch.Tensor
+
+
+def _target_log_probs(
+    logits_fn: LogitsFn, tokens_UL: torch.Tensor, is_pad_UL: torch.Tensor, beams: Beams, K: int
+) -> torch.Tensor:
+    """fp32 [R, M, K] log-probabilities of the target positions given each beam's filled codes."""
+    M = beams.filled_RM.shape[1]
+    tokens_RL = tokens_UL[beams.user_R]
+    offsets_M = torch.arange(M, device=tokens_RL.device) * K
+    filled = beams.filled_RM != UNFILLED
+    tokens_RL[:, -M:] = torch.where(
+        filled, beams.filled_RM + offsets_M, mask_token(M, K)
+    )  # everything not yet chosen is (re-)masked
+    logits_RMK = logits_fn(tokens_RL, is_pad_UL[beams.user_R])
+    if logits_RMK.shape != (len(tokens_RL), M, K):
+        raise ValueError(f"logits_fn returned {tuple(logits_RMK.shape)}, expected [R, {M}, {K}]")
+    return torch.log_softmax(logits_RMK.float(), dim=-1)
+
+
+def _grouped_top(user_C: torch.Tensor, score_C: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices of the best `keep` candidates of each user, grouped by user, best first.
+
+    Ties keep candidate order (stable sorts), so the search is deterministic.
+    """
+    by_score = torch.sort(score_C, descending=True, stable=True).indices
+    order = by_score[torch.sort(user_C[by_score], stable=True).indices]
+    user_sorted = user_C[order]
+    counts = torch.bincount(user_sorted)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(order), device=order.device) - starts[user_sorted]
+    return order[rank < keep]
+
+
+def _expand(
+    beams: Beams,
+    log_probs_RMK: torch.Tensor,
+    chosen_RM: torch.Tensor,
+    index: ValidIdIndex,
+    keep: int,
+) -> Beams:
+    """Fill the chosen positions jointly with every distinct valid tuple; keep the best per user."""
+    M = chosen_RM.shape[1]
+    filled_RM = beams.filled_RM != UNFILLED
+    beam_P, row_P = index.completions(beams.filled_RM, filled_RM | chosen_RM)
+    codes_PM = index.codes_NM[row_P]
+    chosen_PM = chosen_RM[beam_P]
+    positions_M = torch.arange(M, device=codes_PM.device)
+    gathered_PM = log_probs_RMK[beam_P[:, None], positions_M, codes_PM]
+    score_P = beams.score_R[beam_P] + torch.where(chosen_PM, gathered_PM, 0.0).sum(-1)
+    new_filled_PM = torch.where(chosen_PM | filled_RM[beam_P], codes_PM, UNFILLED)
+    best = _grouped_top(beams.user_R[beam_P], score_P, keep)
+    return Beams(beams.user_R[beam_P[best]], new_filled_PM[best], score_P[best])
+
+
+def beam_search(
+    logits_fn: LogitsFn,
+    tokens_UL: torch.Tensor,
+    is_pad_UL: torch.Tensor,
+    index: ValidIdIndex,
+    *,
+    beam_size: int,
+    steps: int,
+    order: str,
+    top_k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ranked items int64 [U, top_k] and their fp32 scores [U, top_k] (-1 / -inf padding).
+
+    `tokens_UL` / `is_pad_UL` are the users' histories followed by a masked target
+    (`encode_histories_for_decoding`), on the index's device.
+    """
+    U = tokens_UL.shape[0]
+    M, K = index.num_heads, index.codebook_size
+    if M % steps:
+        raise ValueError(f"steps={steps} must divide the number of positions M={M}")
+    if beam_size < 1 or top_k < 1:
+        raise ValueError(f"beam_size={beam_size} and top_k={top_k} must be >= 1")
+    device = tokens_UL.device
+    beams = Beams(
+        user_R=torch.arange(U, device=device),
+        filled_RM=torch.full((U, M), UNFILLED, dtype=torch.int64, device=device),
+        score_R=torch.zeros(U, dtype=torch.float32, device=device),
+    )
+    for step in range(steps):
+        log_probs_RMK = _target_log_probs(logits_fn, tokens_UL, is_pad_UL, beams, K)
+        filled_RM = beams.filled_RM != UNFILLED
+        if order == "adaptive":  # confidence = max probability over the valid codes only
+            valid_RMK = index.valid_codes(beams.filled_RM)
+            priority_RMK = log_probs_RMK.masked_fill(~valid_RMK, -torch.inf)
+        else:
+            priority_RMK = log_probs_RMK
+        chosen_RM = choose_positions(order, priority_RMK, filled_RM, M // steps)
+        keep = beam_size if step < steps - 1 else max(beam_size, top_k)
+        beams = _expand(beams, log_probs_RMK, chosen_RM, index, keep)
+    return _ranked_lists(beams, index, U, top_k)
+
+
+def _first_of_each(group_R: torch.Tensor, key_R: torch.Tensor) -> torch.Tensor:
+    """Indices of the first row of every distinct (group, key), in row order."""
+    by_key = torch.sort(key_R, stable=True).indices
+    order = by_key[torch.sort(group_R[by_key], stable=True).indices]
+    group_s, key_s = group_R[order], key_R[order]
+    first = torch.ones_like(group_s, dtype=torch.bool)
+    first[1:] = (group_s[1:] != group_s[:-1]) | (key_s[1:] != key_s[:-1])
+    return torch.sort(order[first]).values
+
+
+def _ranked_lists(
+    beams: Beams, index: ValidIdIndex, num_users: int, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scatter the finished beams (grouped by user, best first) into [U, top_k] lists.
+
+    An item reached by two beams of one user is listed once, with its better score.
+    """
+    items_R = index.items_of(beams.filled_RM)
+    distinct = _first_of_each(beams.user_R, items_R)
+    beams = Beams(beams.user_R[distinct], beams.filled_RM[distinct], beams.score_R[distinct])
+    items_R = items_R[distinct]
+    counts = torch.bincount(beams.user_R, minlength=num_users)
+    starts = torch.cumsum(counts, 0) - counts
+    rank_R = torch.arange(len(items_R), device=items_R.device) - starts[beams.user_R]
+    keep = rank_R < top_k
+    ranked_UK = torch.full((num_users, top_k), -1, dtype=torch.int64, device=items_R.device)
+    scores_UK = torch.full((num_users, top_k), -torch.inf, device=items_R.device)
+    ranked_UK[beams.user_R[keep], rank_R[keep]] = items_R[keep]
+    scores_UK[beams.user_R[keep], rank_R[keep]] = beams.score_R[keep]
+    return ranked_UK, scores_UK

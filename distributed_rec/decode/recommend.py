@@ -1,0 +1,96 @@
+"""Top-K recommendations for many users: batching by history length around `beam_search`.
+
+Legend: U users, L tokens, M positions, K codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from distributed_rec.decode.beam_search import LogitsFn, beam_search
+from distributed_rec.decode.constraint import ValidIdIndex
+from distributed_rec.model.vocab import encode_histories_for_decoding
+from distributed_rec.semantic_ids.id_table import SemanticIdTable
+
+
+def model_logits_fn(model: torch.nn.Module, precision: str = "fp32") -> LogitsFn:
+    """`model.target_logits` in eval mode, under bf16 autocast for 'bf16' ('auto': on GPU only).
+
+    The logits are returned as fp32, so log-probabilities and beam scores are always fp32.
+    """
+    model.eval()
+    device_type = next(model.parameters()).device.type
+    use_bf16 = precision == "bf16" or (precision == "auto" and device_type == "cuda")
+
+    def logits_fn(tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
+            return model.target_logits(tokens_BL, is_pad_BL).float()
+
+    return logits_fn
+
+
+def length_order(histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """Row order by history length (stable): batches of similar length need little padding."""
+    return np.argsort(
+        np.fromiter((len(h) for h in histories), np.int64, len(histories)), kind="stable"
+    )
+
+
+def _dense_codes(table: SemanticIdTable, histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """int64 [max item id + 1, M] codes by item id; ValueError naming an item without an ID."""
+    top = max(int(table.item_ids.max()), max((max(h) for h in histories if len(h)), default=0))
+    dense = np.full((top + 1, table.num_heads), -1, dtype=np.int64)
+    dense[table.item_ids] = table.codes
+    for history in histories:
+        rows = np.asarray(history, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or (dense[rows, 0] < 0).any()):
+            bad = [int(i) for i in rows if i < 0 or dense[i, 0] < 0]
+            raise ValueError(f"history item {bad[0]} has no semantic ID in the table")
+    return dense
+
+
+def recommend(
+    logits_fn: LogitsFn,
+    histories: Sequence[Sequence[int]],
+    table: SemanticIdTable,
+    *,
+    beam_size: int,
+    steps: int,
+    order: str,
+    top_k: int,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    index: ValidIdIndex | None = None,
+) -> np.ndarray:
+    """Ranked item ids int64 [U, top_k], row u for histories[u]; -1 where fewer items exist.
+
+    Users are decoded `batch_size` at a time in order of history length (stable), so the
+    batches, and therefore the results, depend only on the input order and `batch_size`.
+    Greedy decoding is `beam_size=1`. Pass a prebuilt `index` to reuse it across calls.
+    """
+    if index is None:
+        index = ValidIdIndex(table, device)
+    dense = _dense_codes(table, histories)
+    ranked = np.full((len(histories), top_k), -1, dtype=np.int64)
+    rows = length_order(histories)
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            tokens_UL, is_pad_UL = encode_histories_for_decoding(
+                [histories[r] for r in batch], dense, table.codebook_size
+            )
+            items_UK, _ = beam_search(
+                logits_fn,
+                tokens_UL.to(index.device),
+                is_pad_UL.to(index.device),
+                index,
+                beam_size=beam_size,
+                steps=steps,
+                order=order,
+                top_k=top_k,
+            )
+            ranked[batch] = items_UK.cpu().numpy()
+    return ranked

@@ -1,0 +1,142 @@
+"""The evaluate stage: sharded decoding as a Ray batch job, merged metrics, popularity floor.
+
+Each shard is a Ray task (retried when its worker dies or it raises) that loads the checkpoint
+once, decodes its users and writes a Parquet file; the driver merges the files and computes the
+metrics, so they equal a single-process run. `evaluate.use_ray=false` runs the shards in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from distributed_rec.artifacts import RunPaths, write_json_atomic
+from distributed_rec.config import JobConfig
+from distributed_rec.errors import ArtifactError, DistributedRecError
+from distributed_rec.evaluate.metrics import ranking_metrics
+from distributed_rec.evaluate.popularity import popularity_metrics, training_item_counts
+from distributed_rec.evaluate.ray_runtime import ray_connection
+from distributed_rec.evaluate.shards import (
+    EvalUsers,
+    plan_shards,
+    read_predictions,
+    read_split,
+    shard_path,
+)
+from distributed_rec.evaluate.tables import metrics_markdown
+from distributed_rec.evaluate.worker import CRASH_ONCE_ENV, decode_shard
+from distributed_rec.semantic_ids.id_table import SemanticIdTable
+
+log = logging.getLogger(__name__)
+
+Job = tuple[str, int, EvalUsers]
+"""(split, shard index, the shard's users)."""
+
+
+def _run_in_process(config: JobConfig, jobs: list[Job]) -> tuple[list[dict[str, Any]], float]:
+    started = time.perf_counter()
+    results = [decode_shard(config, split, shard, users) for split, shard, users in jobs]
+    return results, time.perf_counter() - started
+
+
+def _run_with_ray(config: JobConfig, jobs: list[Job]) -> tuple[list[dict[str, Any]], float]:
+    """Shards as Ray tasks; the seconds count from submission (Ray start-up excluded)."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    with ray_connection(config.ray):
+        task = ray.remote(decode_shard).options(
+            num_cpus=config.ray.actor_num_cpus,
+            max_retries=config.evaluate.max_retries,
+            retry_exceptions=True,
+        )
+        started = time.perf_counter()
+        config_ref = ray.put(config)
+        marker = os.environ.get(CRASH_ONCE_ENV, "")
+        refs = [
+            task.remote(config_ref, split, shard, users, marker) for split, shard, users in jobs
+        ]
+        try:
+            results = ray.get(refs)
+        except RayTaskError as err:
+            if isinstance(err.cause, DistributedRecError):
+                raise err.cause from None
+            raise
+        return results, time.perf_counter() - started
+
+
+def _check_inputs(paths: RunPaths) -> None:
+    if not paths.semantic_ids.exists():
+        raise ArtifactError(f"{paths.semantic_ids} is missing: run the tokenize stage first")
+    if not paths.best_model.exists():
+        raise ArtifactError(f"{paths.best_model} is missing: run the train stage first")
+
+
+def run_evaluate(config: JobConfig) -> dict[str, Any]:
+    """Decode every user of `evaluate.splits`; write metrics.json and metrics.md."""
+    started = time.perf_counter()
+    paths = RunPaths(Path(config.run_dir))
+    _check_inputs(paths)
+    users = {
+        split: read_split(paths.eval_split(split), config.data.max_history)
+        for split in config.evaluate.splits
+    }
+    plans = {
+        split: plan_shards(u, config.evaluate.batch_size, config.evaluate.num_shards)
+        for split, u in users.items()
+    }
+    jobs: list[Job] = []
+    for split, plan in plans.items():
+        shutil.rmtree(paths.predictions(split), ignore_errors=True)  # no stale shards
+        jobs += [(split, shard, users[split].take(rows)) for shard, rows in enumerate(plan)]
+
+    run = _run_with_ray if config.evaluate.use_ray else _run_in_process
+    shard_results, decode_seconds = run(config, jobs)
+
+    metrics: dict[str, Any] = {}
+    for split, plan in plans.items():
+        files = [shard_path(paths.predictions(split), shard) for shard in range(len(plan))]
+        _, targets, ranked = read_predictions(files)
+        metrics[split] = ranking_metrics(ranked, targets)
+    popularity_split = "test" if "test" in users else config.evaluate.splits[-1]
+    table = SemanticIdTable.read(paths.semantic_ids)
+    num_items = 1 + max(int(table.item_ids.max()), *(int(u.targets.max()) for u in users.values()))
+    counts = training_item_counts(paths.train_split, num_items)
+    total_users = sum(len(u) for u in users.values())
+    metrics.update(
+        popularity=popularity_metrics(counts, users[popularity_split], config.decode.top_k),
+        popularity_split=popularity_split,
+        users={split: len(u) for split, u in users.items()},
+        users_per_s=total_users / decode_seconds,
+        decode_seconds=decode_seconds,
+        shard_seconds=[r["seconds"] for r in shard_results],
+        users_per_worker_s={
+            split: len(users[split])
+            / sum(
+                r["seconds"] for (s, _, _), r in zip(jobs, shard_results, strict=True) if s == split
+            )
+            for split in users
+        },
+        num_shards=len(jobs),
+        use_ray=config.evaluate.use_ray,
+        decode={
+            key: getattr(config.decode, key)
+            for key in ("beam_size", "valid_beam_size", "steps", "order", "top_k", "precision")
+        },
+        config_hash=config.section_hash("data", "tokenize", "model", "train", "decode"),
+        ranked_lists="generated top-K (constrained beam search over real items)",
+    )
+    metrics["wall_seconds"] = time.perf_counter() - started
+    write_json_atomic(paths.eval_metrics, metrics)
+    paths.eval_table.write_text(metrics_markdown(metrics))
+    log.info("evaluate: %s", {s: metrics[s] for s in (*users, "popularity")})
+    return {
+        "users": metrics["users"],
+        "users_per_s": metrics["users_per_s"],
+        **{split: metrics[split] for split in users},
+        "popularity": metrics["popularity"],
+    }

@@ -1,0 +1,83 @@
+"""One evaluation shard: load the checkpoint (once per worker process), decode, write Parquet.
+
+`decode_shard` is a plain function: the stage runs it in-process or as a Ray task with retries.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distributed_rec.artifacts import RunPaths
+from distributed_rec.config import JobConfig
+from distributed_rec.decode import ValidIdIndex, model_logits_fn, recommend
+from distributed_rec.errors import ArtifactError
+from distributed_rec.evaluate.shards import EvalUsers, shard_path, write_predictions
+from distributed_rec.semantic_ids.id_table import SemanticIdTable
+
+CRASH_ONCE_ENV = "DISTRIBUTED_REC_TEST_CRASH_ONCE"
+"""Tests only: a marker-file path; the first shard-0 attempt creates it and kills its process."""
+
+_LOADED: dict[tuple[str, int], tuple[torch.nn.Module, SemanticIdTable, ValidIdIndex]] = {}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_for_decoding(
+    config: JobConfig,
+) -> tuple[torch.nn.Module, SemanticIdTable, ValidIdIndex]:
+    """Model, ID table and constraint index; cached per process and per checkpoint version."""
+    from distributed_rec.train.best_model import load_best_model
+
+    paths = RunPaths(Path(config.run_dir))
+    if not paths.best_model.exists():
+        raise ArtifactError(f"{paths.best_model} is missing: run the train stage first")
+    cache_key = (str(paths.best_model.resolve()), paths.best_model.stat().st_mtime_ns)
+    if cache_key not in _LOADED:
+        device = resolve_device(config.device)
+        table = SemanticIdTable.read(paths.semantic_ids)
+        _LOADED.clear()
+        _LOADED[cache_key] = (load_best_model(config, device), table, ValidIdIndex(table, device))
+    return _LOADED[cache_key]
+
+
+def beam_size_for(config: JobConfig, split: str) -> int:
+    """B of a split: `decode.valid_beam_size` on valid (greedy by default), `decode.beam_size` else."""
+    return config.decode.valid_beam_size if split == "valid" else config.decode.beam_size
+
+
+def _maybe_crash(marker: str, shard: int) -> None:
+    if marker and shard == 0 and not os.path.exists(marker):
+        Path(marker).write_text(f"killed pid {os.getpid()}\n")
+        os._exit(1)  # a hard worker death, as from the OOM killer: Ray must retry the task
+
+
+def decode_shard(
+    config: JobConfig, split: str, shard: int, users: EvalUsers, crash_marker: str = ""
+) -> dict[str, Any]:
+    """Decode one shard's users and write DIR/evaluate/predictions/<split>/shard-XXXXX.parquet."""
+    _maybe_crash(crash_marker, shard)
+    started = time.perf_counter()
+    model, table, index = load_for_decoding(config)
+    ranked_UK = recommend(
+        model_logits_fn(model, config.decode.precision),
+        users.histories,
+        table,
+        beam_size=beam_size_for(config, split),
+        steps=config.decode.steps,
+        order=config.decode.order,
+        top_k=config.decode.top_k,
+        batch_size=config.evaluate.batch_size,
+        index=index,
+    )
+    path = shard_path(RunPaths(Path(config.run_dir)).predictions(split), shard)
+    write_predictions(path, users, ranked_UK)
+    return {"path": str(path), "users": len(users), "seconds": time.perf_counter() - started}

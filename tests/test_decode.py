@@ -1,0 +1,198 @@
+"""Constrained beam search against a brute-force search over every item on a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from distributed_rec.decode import ValidIdIndex, recommend
+from distributed_rec.model.vocab import (
+    encode_histories_for_decoding,
+    mask_token,
+    pad_token,
+    vocab_size,
+)
+from distributed_rec.semantic_ids.id_table import SemanticIdTable
+
+M, K, N = 4, 4, 40
+
+
+class BagModel(nn.Module):
+    """Logits of the target from the mean embedding of every non-pad token, filled ones included."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embedding = nn.Embedding(vocab_size(M, K), 16)
+        self.out = nn.Linear(16, M * K)
+        nn.init.normal_(self.out.weight, std=2.0)
+
+    def forward(self, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
+        keep = (~is_pad_BL).float()[..., None]
+        bag = (self.embedding(tokens_BL) * keep).sum(1) / keep.sum(1)
+        return self.out(bag).view(-1, M, K)
+
+
+def make_table(seed: int = 0, num_items: int = N) -> SemanticIdTable:
+    rng = np.random.default_rng(seed)
+    tuples = rng.choice(K**M, size=num_items, replace=False)
+    codes = np.stack([(tuples // K**m) % K for m in range(M)], axis=1).astype(np.int64)
+    return SemanticIdTable(np.arange(num_items, dtype=np.int64), codes, K)
+
+
+HISTORIES = [[1, 2, 3], [5], [7, 8, 9, 10, 11], [0, 39], [20, 21]]
+
+
+def brute_force(model, history, table, steps, order) -> tuple[list[int], list[float]]:
+    """Every item scored along the path its own beam would take; best first."""
+    tokens, is_pad = encode_histories_for_decoding([history], table.dense_codes(N), K)
+    per_step = M // steps
+    scored = []
+    for item, codes in zip(table.item_ids, table.codes, strict=True):
+        filled: dict[int, int] = {}
+        score = 0.0
+        for _ in range(steps):
+            seq = tokens.clone()
+            seq[0, -M:] = torch.tensor(
+                [m * K + filled[m] if m in filled else mask_token(M, K) for m in range(M)]
+            )
+            log_probs = torch.log_softmax(model(seq, is_pad)[0].double(), -1).detach().numpy()
+            agree = np.ones(N, dtype=bool)
+            for m, v in filled.items():
+                agree &= table.codes[:, m] == v
+            consistent = table.codes[agree]
+            free = [m for m in range(M) if m not in filled]
+            if order == "adaptive":
+                confidence = {m: log_probs[m, consistent[:, m]].max() for m in free}
+                free.sort(key=lambda m: (-confidence[m], m))
+            elif order == "r2l":
+                free.reverse()
+            for m in free[:per_step]:
+                score += log_probs[m, codes[m]]
+                filled[m] = int(codes[m])
+        scored.append((score, int(item)))
+    scored.sort(key=lambda pair: -pair[0])
+    return [i for _, i in scored], [s for s, _ in scored]
+
+
+@pytest.mark.parametrize(
+    ("steps", "order"), [(1, "adaptive"), (2, "adaptive"), (4, "adaptive"), (4, "l2r"), (4, "r2l")]
+)
+def test_full_beam_returns_exact_top_k_by_joint_score(steps: int, order: str) -> None:
+    model, table = BagModel(), make_table()
+    ranked = recommend(
+        model, HISTORIES, table, beam_size=N, steps=steps, order=order, top_k=10, batch_size=2
+    )
+    for history, row in zip(HISTORIES[:3], ranked[:3], strict=True):
+        expected, scores = brute_force(model, history, table, steps, order)
+        assert min(abs(a - b) for a, b in zip(scores[:10], scores[1:11], strict=True)) > 1e-4
+        assert row.tolist() == expected[:10]
+
+
+def test_orders_change_the_ranking() -> None:
+    model, table = BagModel(), make_table()
+    args = dict(beam_size=N, steps=4, top_k=10)
+    adaptive = recommend(model, HISTORIES, table, order="adaptive", **args)
+    l2r = recommend(model, HISTORIES, table, order="l2r", **args)
+    assert not np.array_equal(adaptive, l2r)
+
+
+def test_small_beams_return_only_real_distinct_items() -> None:
+    model, table = BagModel(seed=3), make_table(seed=3)
+    for beam_size, steps in [(1, 4), (3, 4), (5, 2), (2, 1)]:
+        ranked = recommend(
+            model, HISTORIES, table, beam_size=beam_size, steps=steps, order="adaptive", top_k=10
+        )
+        assert ranked.shape == (len(HISTORIES), 10)
+        for row in ranked:
+            real = row[row >= 0]
+            assert len(real) >= min(beam_size, 10)
+            assert len(set(real.tolist())) == len(real)
+            assert set(real.tolist()) <= set(table.item_ids.tolist())
+            assert (row[len(real) :] == -1).all()  # padding only at the end
+
+
+def test_greedy_follows_the_most_likely_valid_code() -> None:
+    model, table = BagModel(seed=1), make_table(seed=1)
+    ranked = recommend(model, HISTORIES, table, beam_size=1, steps=4, order="l2r", top_k=1)
+    for history, row in zip(HISTORIES, ranked, strict=True):
+        tokens, is_pad = encode_histories_for_decoding([history], table.dense_codes(N), K)
+        consistent = list(table.codes)
+        for m in range(M):
+            seq = tokens.clone()
+            prefix = consistent[0][:m]
+            seq[0, -M:] = torch.tensor(
+                [m2 * K + int(p) for m2, p in enumerate(prefix)] + [mask_token(M, K)] * (M - m)
+            )
+            log_probs = model(seq, is_pad)[0, m]
+            best = max({int(c[m]) for c in consistent}, key=lambda k: log_probs[k].item())
+            consistent = [c for c in consistent if c[m] == best]
+        assert row.tolist() == [table.item_of(tuple(consistent[0]))]
+
+
+def test_constraint_blocks_ids_of_no_item() -> None:
+    # items (0,0,0,0) and (1,1,1,1); the model prefers code 0 at positions 0-1 and 1 at 2-3,
+    # so unconstrained search would return (0,0,1,1), the ID of no item
+    table = SemanticIdTable(np.array([10, 11]), np.array([[0, 0, 0, 0], [1, 1, 1, 1]]), K)
+    preferred = torch.full((M, K), -5.0)
+    preferred[[0, 1, 2, 3], [0, 0, 1, 1]] = torch.tensor([5.0, 5.0, 4.0, 4.0])
+
+    def logits_fn(tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
+        return preferred.expand(len(tokens_BL), M, K)
+
+    for steps in (1, 2, 4):
+        ranked = recommend(logits_fn, [[10]], table, beam_size=5, steps=steps, order="l2r", top_k=3)
+        assert ranked.tolist() == [[10, 11, -1]]
+
+
+def test_index_completions_and_valid_codes() -> None:
+    table = SemanticIdTable(
+        np.array([0, 1, 2]), np.array([[0, 1, 2, 3], [0, 2, 2, 0], [1, 1, 3, 3]]), K
+    )
+    index = ValidIdIndex(table)
+    filled = torch.tensor([[-1, -1, -1, -1], [0, -1, -1, -1], [-1, 1, -1, 3], [1, 1, 3, 3]])
+    target = (filled >= 0) | torch.tensor(
+        [[True, False, False, False], [False, False, True, False], [True, False, False, False],
+         [False, False, False, False]]
+    )  # fmt: skip
+    beam_P, row_P = index.completions(filled, target)
+    tuples = sorted(
+        (b, tuple(table.codes[r][target[b].numpy()].tolist()))
+        for b, r in zip(beam_P.tolist(), row_P.tolist(), strict=True)
+    )
+    # beam 0: codes {0, 1} at position 0; beam 1: items 0 and 1 share code 2 at position 2 (one
+    # completion); beam 2: items 0 and 2 agree with it and differ at position 0; beam 3: item 2
+    assert tuples == [
+        (0, (0,)), (0, (1,)), (1, (0, 2)), (2, (0, 1, 3)), (2, (1, 1, 3)), (3, (1, 1, 3, 3))
+    ]  # fmt: skip
+    valid = index.valid_codes(filled)
+    assert valid[0, 3].tolist() == [True, False, False, True]
+    assert valid[1, 1].tolist() == [False, True, True, False]
+    assert valid[2, 2].tolist() == [False, False, True, True]
+    assert not valid[3].any() and not valid[1, 0].any()  # filled positions stay False
+    assert index.items_of(torch.tensor([[1, 1, 3, 3], [0, 2, 2, 0]])).tolist() == [2, 1]
+    with pytest.raises(ValueError, match="belongs to no item"):
+        index.items_of(torch.tensor([[1, 1, 1, 1]]))
+
+
+def test_unknown_history_item_is_an_error() -> None:
+    model, table = BagModel(), make_table()
+    with pytest.raises(ValueError, match="history item 99 has no semantic ID"):
+        recommend(model, [[1, 99]], table, beam_size=2, steps=4, order="adaptive", top_k=5)
+
+
+def test_tokens_fed_to_the_model_remask_unchosen_positions() -> None:
+    table = make_table()
+    seen: list[torch.Tensor] = []
+
+    def logits_fn(tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
+        seen.append(tokens_BL[:, -M:].clone())
+        assert not is_pad_BL[:, -M:].any()
+        return torch.zeros(len(tokens_BL), M, K)
+
+    recommend(logits_fn, [[1, 2]], table, beam_size=3, steps=4, order="l2r", top_k=3)
+    masked_per_step = [int((t == mask_token(M, K)).sum(1).unique().item()) for t in seen]
+    assert masked_per_step == [4, 3, 2, 1]
+    assert all(not (t == pad_token(M, K)).any() for t in seen)
