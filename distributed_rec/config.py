@@ -351,10 +351,15 @@ class EvaluateConfig:
     """Splits evaluated."""
     use_ray: bool = True
     """Run shards as Ray tasks; false runs them in this process."""
+    max_users: int = 0
+    """Evaluate a fixed random sample of this many users per split (seeded); 0 uses all."""
+    sample_seed: int = 0
+    """Seed of the `max_users` sample."""
 
     def __post_init__(self) -> None:
         _check_positive("evaluate.num_shards", self.num_shards)
         _check_positive("evaluate.batch_size", self.batch_size)
+        _check_positive("evaluate.max_users", self.max_users, allow_zero=True)
         for split in self.splits:
             _check_choice("evaluate.splits", split, ("valid", "test"))
 

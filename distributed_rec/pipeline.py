@@ -38,7 +38,13 @@ STAGE_CONFIG_KEYS = {
     "embed": ["embed"],
     "tokenize": ["tokenize"],
     "train": ["model", "train", "decode.valid_beam_size", "data.max_history", "seed"],
-    "evaluate": ["decode", "evaluate.splits", "data.max_history"],
+    "evaluate": [
+        "decode",
+        "evaluate.splits",
+        "evaluate.max_users",
+        "evaluate.sample_seed",
+        "data.max_history",
+    ],
     "baseline": ["baseline", "decode.top_k", "data.max_history", "seed"],
 }
 # Config keys that never change a stage's result.

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distributed_rec.artifacts import RunPaths, write_json_atomic
-from distributed_rec.config import JobConfig
+from distributed_rec.config import EvaluateConfig, JobConfig
 from distributed_rec.errors import ArtifactError, DistributedRecError
 from distributed_rec.evaluate.metrics import ranking_metrics
 from distributed_rec.evaluate.popularity import popularity_metrics, training_item_counts
@@ -76,13 +78,24 @@ def _check_inputs(paths: RunPaths) -> None:
         raise ArtifactError(f"{paths.best_model} is missing: run the train stage first")
 
 
+def sample_users(users: EvalUsers, evaluate: EvaluateConfig) -> EvalUsers:
+    """All users, or a seeded sample of `evaluate.max_users` of them (in their original order)."""
+    if not evaluate.max_users or len(users) <= evaluate.max_users:
+        return users
+    rng = np.random.default_rng(evaluate.sample_seed)
+    rows = np.sort(rng.choice(len(users), size=evaluate.max_users, replace=False))
+    return users.take(rows)
+
+
 def run_evaluate(config: JobConfig) -> dict[str, Any]:
     """Decode every user of `evaluate.splits`; write metrics.json and metrics.md."""
     started = time.perf_counter()
     paths = RunPaths(Path(config.run_dir))
     _check_inputs(paths)
     users = {
-        split: read_split(paths.eval_split(split), config.data.max_history)
+        split: sample_users(
+            read_split(paths.eval_split(split), config.data.max_history), config.evaluate
+        )
         for split in config.evaluate.splits
     }
     plans = {
@@ -122,6 +135,7 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
             for split in users
         },
         num_shards=len(jobs),
+        sampled_users=config.evaluate.max_users or None,
         use_ray=config.evaluate.use_ray,
         decode={
             key: getattr(config.decode, key)
