@@ -123,3 +123,23 @@ def test_too_many_items_is_an_error():
     tokens, is_pad = encode_sequences([[0, 1, 2, 3, 4]], CODES, K)
     with pytest.raises(ValueError, match="max_items=4"):
         model(tokens, is_pad)
+
+
+@pytest.mark.parametrize(
+    "attention", ["bidirectional", "causal", "inter_item_causal", "intra_item_causal"]
+)
+def test_target_only_last_layer_equals_the_full_pass(attention):
+    torch.manual_seed(1)
+    cfg = ModelConfig(
+        d_model=32,
+        num_layers=2,
+        num_attention_heads=2,
+        ffn_dim=48,
+        dropout=0.0,
+        attention=attention,
+    )
+    model = build_mask_predictor(cfg, num_heads=M, codebook_size=K, max_items=4).eval()
+    tokens, is_pad = encode_sequences([[0, 1, 2, 3], [3, 4], [1]], CODES, K)
+    full = model(tokens, is_pad)[:, -M:]
+    torch.testing.assert_close(model.target_logits(tokens, is_pad), full)
+    assert model.encode(tokens, is_pad, last_only=M).shape == (3, M, 32)

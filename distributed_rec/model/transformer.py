@@ -51,15 +51,30 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x_BLD: torch.Tensor, bias_B1LL: torch.Tensor) -> torch.Tensor:
-        """`bias_B1LL` is the additive attention mask (0 where allowed, -inf elsewhere)."""
+    def forward(
+        self, x_BLD: torch.Tensor, bias_B1LL: torch.Tensor, query_last: int = 0
+    ) -> torch.Tensor:
+        """`bias_B1LL` is the additive attention mask (0 where allowed, -inf elsewhere).
+
+        With `query_last` = Q > 0 only the last Q positions attend (keys and values are still all
+        L positions) and the output is [B, Q, D]; otherwise [B, L, D].
+        """
         B, L, D = x_BLD.shape
-        qkv = self.qkv(x_BLD).view(B, L, 3, self.num_heads, D // self.num_heads)
-        q_BHLd, k_BHLd, v_BHLd = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        H = self.num_heads
+        if query_last:
+            weight_q, weight_kv = self.qkv.weight.split([D, 2 * D])
+            q_BHQd = F.linear(x_BLD[:, -query_last:], weight_q)
+            q_BHQd = q_BHQd.view(B, query_last, H, D // H).transpose(1, 2)
+            kv = F.linear(x_BLD, weight_kv).view(B, L, 2, H, D // H)
+            k_BHLd, v_BHLd = kv.permute(2, 0, 3, 1, 4).unbind(0)
+            bias_B1LL = bias_B1LL[:, :, -query_last:]
+        else:
+            qkv = self.qkv(x_BLD).view(B, L, 3, H, D // H)
+            q_BHQd, k_BHLd, v_BHLd = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(
-            q_BHLd, k_BHLd, v_BHLd, attn_mask=bias_B1LL.to(q_BHLd.dtype)
+            q_BHQd, k_BHLd, v_BHLd, attn_mask=bias_B1LL.to(q_BHQd.dtype)
         )
-        return self.dropout(self.out(y.transpose(1, 2).reshape(B, L, D)))
+        return self.dropout(self.out(y.transpose(1, 2).reshape(B, -1, D)))
 
 
 class Block(nn.Module):
@@ -72,8 +87,12 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(dim)
         self.ffn = SwiGLU(dim, ffn_dim, dropout)
 
-    def forward(self, x_BLD: torch.Tensor, bias_B1LL: torch.Tensor) -> torch.Tensor:
-        x_BLD = x_BLD + self.attn(self.attn_norm(x_BLD), bias_B1LL)
+    def forward(
+        self, x_BLD: torch.Tensor, bias_B1LL: torch.Tensor, query_last: int = 0
+    ) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D], or only the last `query_last` positions [B, Q, D]."""
+        attended = self.attn(self.attn_norm(x_BLD), bias_B1LL, query_last)
+        x_BLD = (x_BLD[:, -query_last:] if query_last else x_BLD) + attended
         return x_BLD + self.ffn(self.ffn_norm(x_BLD))
 
 
@@ -147,8 +166,11 @@ class MaskPredictor(nn.Module):
         nn.init.normal_(self.heads.weight, std=0.02)
         nn.init.zeros_(self.heads.bias)
 
-    def encode(self, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
-        """Final hidden states, float [B, L, D]."""
+    def encode(
+        self, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor, last_only: int = 0
+    ) -> torch.Tensor:
+        """Final hidden states, float [B, L, D]; with `last_only` = Q, those of the last Q
+        positions only, [B, Q, D] (the last layer then computes nothing else)."""
         B, L = tokens_BL.shape
         M = self.num_heads
         if L % M:
@@ -166,8 +188,9 @@ class MaskPredictor(nn.Module):
         allowed_B1LL = attention_mask(self.attention, is_pad_BL, M)
         bias_B1LL = torch.zeros(allowed_B1LL.shape, dtype=x_BLD.dtype, device=x_BLD.device)
         bias_B1LL = bias_B1LL.masked_fill(~allowed_B1LL, float("-inf"))
-        for block in self.blocks:
-            x_BLD = block(x_BLD, bias_B1LL)
+        for depth, block in enumerate(self.blocks):
+            is_last = depth == len(self.blocks) - 1
+            x_BLD = block(x_BLD, bias_B1LL, last_only if is_last else 0)
         return self.norm(x_BLD)
 
     def head(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
@@ -184,5 +207,5 @@ class MaskPredictor(nn.Module):
 
     def target_logits(self, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
         """float32 logits [B, M, K] of the target item (the last M positions) only."""
-        hidden_BMD = self.encode(tokens_BL, is_pad_BL)[:, -self.num_heads :]
+        hidden_BMD = self.encode(tokens_BL, is_pad_BL, last_only=self.num_heads)
         return self.head(hidden_BMD).float()
