@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m distributed_rec run $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m distributed_rec run --config=default $(ARGS)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
