@@ -103,8 +103,8 @@ def test_ray_shards_survive_a_killed_worker(tmp_path: Path, monkeypatch) -> None
 
 def test_job_server_address_is_not_a_cluster_address(monkeypatch) -> None:
     from distributed_rec.config import RayConfig
+    from distributed_rec.distributed.ray_runtime import cluster_address
     from distributed_rec.errors import DistributedRecError
-    from distributed_rec.evaluate.ray_runtime import cluster_address
 
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     assert cluster_address(RayConfig()) == "127.0.0.1:6379"  # as set by `ray job submit`

@@ -31,7 +31,7 @@ from distributed_rec.data.sharding import (
     write_shards_with_ray,
 )
 from distributed_rec.data.split import eval_split
-from distributed_rec.embed.ray_session import ray_session
+from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def run_prepare(config: JobConfig) -> dict[str, Any]:
         data.num_shards,
     )
     ray_started = time.perf_counter()
-    with ray_session(config.ray):
+    with ray_connection(config.ray):
         shard_rows = write_shards_with_ray(shards, staging, data.max_history)
     ray_seconds = time.perf_counter() - ray_started
     _publish(staging, stage_dir)

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig
+from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.embed.model import SentenceEmbedder, model_fingerprint, resolve_model_path
 from distributed_rec.embed.pca import apply_pca, fit_pca, training_item_ids
-from distributed_rec.embed.ray_session import ray_session
 from distributed_rec.errors import ArtifactError, DataError
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def embed_with_ray(config: JobConfig, items_path: Path, num_items: int) -> np.nd
     """float32 [N, D] embeddings in item-id order, computed by Ray Data actors."""
     import ray
 
-    with ray_session(config.ray):
+    with ray_connection(config.ray):
         dataset = ray.data.read_parquet(str(items_path)).select_columns(["item_id", "text"])
         blocks = max(1, min(num_items // config.embed.batch_size + 1, 4 * config.embed.concurrency))
         embedded = dataset.repartition(blocks).map_batches(

@@ -18,10 +18,10 @@ import numpy as np
 
 from distributed_rec.artifacts import RunPaths, write_json_atomic
 from distributed_rec.config import EvaluateConfig, JobConfig
+from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.errors import ArtifactError, DistributedRecError
 from distributed_rec.evaluate.metrics import ranking_metrics
 from distributed_rec.evaluate.popularity import popularity_metrics, training_item_counts
-from distributed_rec.evaluate.ray_runtime import ray_connection
 from distributed_rec.evaluate.shards import (
     EvalUsers,
     plan_shards,

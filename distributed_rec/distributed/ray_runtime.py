@@ -1,4 +1,4 @@
-"""Connect to the Ray cluster evaluation runs on, or start a local one and stop only that.
+"""Connect to the Ray cluster a stage runs on, or start a local one and stop only that.
 
 Under `ray job submit` the job's driver finds the cluster through the RAY_ADDRESS variable that
 Ray sets; `ray.address` in the config overrides it; with neither, a local instance is started.
