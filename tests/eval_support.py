@@ -18,28 +18,29 @@ from distributed_rec.train.best_model import save_best_model
 NUM_ITEMS, NUM_USERS, M, K = 30, 40, 4, 8
 
 
+def eval_overrides(run_dir: Path | str) -> list[str]:
+    """CLI overrides of the tiny evaluation setting (also passed to `ray job submit`)."""
+    return [
+        f"--run_dir={run_dir}",
+        "--device=cpu",
+        f"--tokenize.num_heads={M}",
+        f"--tokenize.codebook_size={K}",
+        "--model.d_model=16",
+        "--model.num_layers=1",
+        "--model.num_attention_heads=2",
+        "--model.ffn_dim=32",
+        "--model.dropout=0",
+        "--data.max_history=5",
+        "--decode.beam_size=5",
+        "--decode.steps=2",
+        "--evaluate.batch_size=8",
+        "--evaluate.num_shards=3",
+        "--ray.num_cpus=2",
+    ]
+
+
 def eval_config(run_dir: Path, *overrides: str) -> JobConfig:
-    return load_config(
-        None,
-        [
-            f"--run_dir={run_dir}",
-            "--device=cpu",
-            f"--tokenize.num_heads={M}",
-            f"--tokenize.codebook_size={K}",
-            "--model.d_model=16",
-            "--model.num_layers=1",
-            "--model.num_attention_heads=2",
-            "--model.ffn_dim=32",
-            "--model.dropout=0",
-            "--data.max_history=5",
-            "--decode.beam_size=5",
-            "--decode.steps=2",
-            "--evaluate.batch_size=8",
-            "--evaluate.num_shards=3",
-            "--ray.num_cpus=2",
-            *overrides,
-        ],
-    )
+    return load_config(None, [*eval_overrides(run_dir), *overrides])
 
 
 def _write_split(path: Path, users: np.ndarray, histories: list, targets: list) -> None:

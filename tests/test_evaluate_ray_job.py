@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from eval_support import NUM_USERS, build_run_dir, eval_config
+from eval_support import NUM_USERS, build_run_dir, eval_config, eval_overrides
 
 from distributed_rec.artifacts import RunPaths
 
@@ -120,20 +120,7 @@ def test_ray_job_submit_runs_the_evaluate_stage(tmp_path: Path) -> None:
                 "-m",
                 "distributed_rec",
                 "evaluate",
-                f"--run_dir={config.run_dir}",
-                "--device=cpu",
-                "--tokenize.num_heads=4",
-                "--tokenize.codebook_size=8",
-                "--model.d_model=16",
-                "--model.num_layers=1",
-                "--model.num_attention_heads=2",
-                "--model.ffn_dim=32",
-                "--model.dropout=0",
-                "--data.max_history=5",
-                "--decode.beam_size=5",
-                "--decode.steps=2",
-                "--evaluate.batch_size=8",
-                "--evaluate.num_shards=3",
+                *eval_overrides(config.run_dir),
             ],  # fmt: skip
             env=env,
             cwd=REPO_ROOT,
