@@ -123,6 +123,24 @@ class RunPaths:
         return self.root / "results.md"
 
 
+def read_artifact_table(path: Path, columns: tuple[str, ...], producer: str) -> Any:
+    """A stage's Parquet artifact as a pyarrow Table, checked for its required `columns`.
+
+    A missing file names the stage that produces it; a missing column names the file.
+    """
+    import pyarrow.parquet as pq
+
+    from distributed_rec.errors import ArtifactError, DataError
+
+    if not path.exists():
+        raise ArtifactError(f"{path} is missing: run the {producer} stage first")
+    table = pq.read_table(path)
+    for column in columns:
+        if column not in table.column_names:
+            raise DataError(path, f"no column {column!r} (columns: {table.column_names})")
+    return table
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temporary file and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distributed_rec.artifacts import RunPaths
+from distributed_rec.artifacts import RunPaths, read_artifact_table
 from distributed_rec.config import JobConfig
 from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.embed.model import SentenceEmbedder, model_fingerprint, resolve_model_path
@@ -30,12 +30,7 @@ METADATA_KEY = b"distributed_rec.embed"
 
 def read_items(path: Path) -> tuple[np.ndarray, list[str]]:
     """Item ids int64 [N] (must be 0..N-1) and their texts from `items.parquet`."""
-    if not path.exists():
-        raise ArtifactError(f"{path} is missing: run the prepare stage first")
-    table = pq.read_table(path)
-    for column in ("item_id", "text"):
-        if column not in table.column_names:
-            raise DataError(path, f"no column {column!r} (columns: {table.column_names})")
+    table = read_artifact_table(path, ("item_id", "text"), producer="prepare")
     item_ids = table["item_id"].to_numpy().astype(np.int64)
     if not np.array_equal(np.sort(item_ids), np.arange(len(item_ids))):
         raise DataError(path, "item_id must be the dense ids 0..N-1, each once")
@@ -124,12 +119,7 @@ def write_embeddings(path: Path, embeddings: np.ndarray, metadata: dict[str, Any
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Item ids int64 [N] and float32 [N, D] embeddings from `item_embeddings.parquet`."""
-    if not path.exists():
-        raise ArtifactError(f"{path} is missing: run the embed stage first")
-    table = pq.read_table(path)
-    for column in ("item_id", "embedding"):
-        if column not in table.column_names:
-            raise DataError(path, f"no column {column!r} (columns: {table.column_names})")
+    table = read_artifact_table(path, ("item_id", "embedding"), producer="embed")
     column = table["embedding"].combine_chunks()
     if not pa.types.is_fixed_size_list(column.type):
         raise DataError(path, f"embedding must be fixed_size_list<float32>, got {column.type}")
