@@ -327,6 +327,9 @@ class DecodeConfig:
     """Beam size during validation (1 = greedy)."""
     precision: str = "fp32"
     """Model forward pass: 'fp32', 'bf16' (autocast) or 'auto' (bf16 on GPU); scores sum in fp32."""
+    exclude_history: bool = True
+    """Never recommend an item of the user's own history (prepare drops repeated (user, item)
+    events, so such an item is never the target); the popularity floor and SASRec do the same."""
 
     def __post_init__(self) -> None:
         _check_choice("decode.order", self.order, DECODE_ORDERS)

@@ -37,7 +37,14 @@ STAGE_CONFIG_KEYS = {
     "prepare": ["data"],
     "embed": ["embed"],
     "tokenize": ["tokenize"],
-    "train": ["model", "train", "decode.valid_beam_size", "data.max_history", "seed"],
+    "train": [
+        "model",
+        "train",
+        "decode.valid_beam_size",
+        "decode.exclude_history",
+        "data.max_history",
+        "seed",
+    ],
     "evaluate": [
         "decode",
         "evaluate.splits",

@@ -8,7 +8,7 @@ from typing import Any
 
 from distributed_rec.artifacts import STAGES, RunPaths, write_json_atomic
 from distributed_rec.config import JobConfig
-from distributed_rec.evaluate.tables import RANKED_LIST_NOTE, metrics_table
+from distributed_rec.evaluate.tables import metrics_table, ranked_list_note
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -72,7 +72,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     metrics = results.get("evaluate")
     if metrics:
         lines += ["", "## Metrics: model vs most-popular floor", "", metrics_table(metrics), ""]
-        lines.append(RANKED_LIST_NOTE.format(**metrics["decode"]))
+        lines.append(ranked_list_note(metrics["decode"]))
         ratios = results.get("model_vs_popularity") or {}
         if ratios.get("recall@10") and ratios.get("ndcg@10"):
             lines += [

@@ -196,3 +196,18 @@ def test_tokens_fed_to_the_model_remask_unchosen_positions() -> None:
     masked_per_step = [int((t == mask_token(M, K)).sum(1).unique().item()) for t in seen]
     assert masked_per_step == [4, 3, 2, 1]
     assert all(not (t == pad_token(M, K)).any() for t in seen)
+
+
+@pytest.mark.parametrize(("beam_size", "steps"), [(N, 4), (N, 2), (1, 4), (5, 1)])
+def test_excluded_history_items_are_replaced_by_the_next_best(beam_size: int, steps: int) -> None:
+    model, table = BagModel(), make_table()
+    args = dict(beam_size=beam_size, steps=steps, order="adaptive", top_k=10)
+    plain = recommend(model, HISTORIES, table, **{**args, "top_k": N})
+    excluded = recommend(model, HISTORIES, table, exclude_history=True, **args)
+    for history, full_row, row in zip(HISTORIES, plain, excluded, strict=True):
+        assert not set(row.tolist()) & set(history)
+        if beam_size == N:  # every item survives to the last step: exactly the filtered ranking
+            expected = [i for i in full_row.tolist() if i >= 0 and i not in history][:10]
+            assert row.tolist() == expected
+        else:  # the list is still filled with real items
+            assert (row >= 0).sum() >= min(beam_size, 10)

@@ -25,15 +25,15 @@ def _predictions(run_dir: Path, split: str) -> list[tuple]:
     return sorted((r["user_id"], r["target"], tuple(r["ranked"])) for r in rows)
 
 
-def test_plan_shards_cuts_whole_length_sorted_batches() -> None:
+def test_plan_shards_deals_whole_length_sorted_batches() -> None:
     users = EvalUsers(
         user_ids=np.array([5, 3, 9, 1, 7]),
         histories=[[1, 2], [1], [1, 2, 3], [4], [2, 2]],
         targets=np.zeros(5, dtype=np.int64),
     )
     assert [s.tolist() for s in plan_shards(users, batch_size=2, num_shards=2)] == [
-        [3, 1, 0, 4],  # (length, user id): (1,1) (1,3) | (2,5) (2,7) -- two whole batches
-        [2],
+        [3, 1, 2],  # (length, user id): batches (1,1) (1,3) | (2,5) (2,7) | (3,9), dealt in turn
+        [0, 4],
     ]
     assert len(plan_shards(users, batch_size=2, num_shards=9)) == 3  # never an empty shard
 

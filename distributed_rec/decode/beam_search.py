@@ -7,7 +7,9 @@ filled, so every partial ID agrees with some real item and a complete one is an 
 Scores are sums of fp32 log-probabilities; log-probs are log_softmax over all K codes of a
 position (the model's distribution), restricted to the valid codes without renormalising.
 The best `beam_size` candidates per user, over all of its beams, survive each step (the last step
-keeps max(beam_size, top_k) so that greedy search still returns a top-K list).
+keeps max(beam_size, top_k) so that greedy search still returns a top-K list). Items a user must
+not be recommended (e.g. its history) are dropped at the last step, before that selection, so
+they never take a place in the list.
 
 Legend: U users, R beams (all users, flat), L tokens, M positions, K codes, P or C candidates
 (beam, representative item) pairs.
@@ -74,8 +76,13 @@ def _expand(
     chosen_RM: torch.Tensor,
     index: ValidIdIndex,
     keep: int,
+    excluded_UH: torch.Tensor | None = None,
 ) -> Beams:
-    """Fill the chosen positions jointly with every distinct valid tuple; keep the best per user."""
+    """Fill the chosen positions jointly with every distinct valid tuple; keep the best per user.
+
+    `excluded_UH` (item ids, -1 padding) drops complete candidates that are one of their user's
+    excluded items; pass it only at the last step, where every candidate is a whole item.
+    """
     M = chosen_RM.shape[1]
     filled_RM = beams.filled_RM != UNFILLED
     beam_P, row_P = index.completions(beams.filled_RM, filled_RM | chosen_RM)
@@ -85,8 +92,13 @@ def _expand(
     gathered_PM = log_probs_RMK[beam_P[:, None], positions_M, codes_PM]
     score_P = beams.score_R[beam_P] + torch.where(chosen_PM, gathered_PM, 0.0).sum(-1)
     new_filled_PM = torch.where(chosen_PM | filled_RM[beam_P], codes_PM, UNFILLED)
-    best = _grouped_top(beams.user_R[beam_P], score_P, keep)
-    return Beams(beams.user_R[beam_P[best]], new_filled_PM[best], score_P[best])
+    user_P = beams.user_R[beam_P]
+    if excluded_UH is not None and excluded_UH.shape[1]:
+        item_P = index.items_of(new_filled_PM)
+        allowed = ~(excluded_UH[user_P] == item_P[:, None]).any(1)
+        user_P, new_filled_PM, score_P = user_P[allowed], new_filled_PM[allowed], score_P[allowed]
+    best = _grouped_top(user_P, score_P, keep)
+    return Beams(user_P[best], new_filled_PM[best], score_P[best])
 
 
 def beam_search(
@@ -99,11 +111,13 @@ def beam_search(
     steps: int,
     order: str,
     top_k: int,
+    excluded_UH: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranked items int64 [U, top_k] and their fp32 scores [U, top_k] (-1 / -inf padding).
 
     `tokens_UL` / `is_pad_UL` are the users' histories followed by a masked target
-    (`encode_histories_for_decoding`), on the index's device.
+    (`encode_histories_for_decoding`), on the index's device. `excluded_UH` int64 [U, H] lists
+    items (-1 padding) that must not appear in user u's list.
     """
     U = tokens_UL.shape[0]
     M, K = index.num_heads, index.codebook_size
@@ -126,8 +140,9 @@ def beam_search(
         else:
             priority_RMK = log_probs_RMK
         chosen_RM = choose_positions(order, priority_RMK, filled_RM, M // steps)
-        keep = beam_size if step < steps - 1 else max(beam_size, top_k)
-        beams = _expand(beams, log_probs_RMK, chosen_RM, index, keep)
+        last = step == steps - 1
+        keep = max(beam_size, top_k) if last else beam_size
+        beams = _expand(beams, log_probs_RMK, chosen_RM, index, keep, excluded_UH if last else None)
     return _ranked_lists(beams, index, U, top_k)
 
 

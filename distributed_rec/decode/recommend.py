@@ -52,6 +52,15 @@ def _dense_codes(table: SemanticIdTable, histories: Sequence[Sequence[int]]) -> 
     return dense
 
 
+def _padded(histories: Sequence[Sequence[int]]) -> torch.Tensor:
+    """int64 [U, max length] item ids, -1 after each history."""
+    longest = max((len(h) for h in histories), default=0)
+    padded = np.full((len(histories), longest), -1, dtype=np.int64)
+    for row, history in enumerate(histories):
+        padded[row, : len(history)] = history
+    return torch.from_numpy(padded)
+
+
 def recommend(
     logits_fn: LogitsFn,
     histories: Sequence[Sequence[int]],
@@ -64,12 +73,15 @@ def recommend(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     index: ValidIdIndex | None = None,
+    exclude_history: bool = False,
 ) -> np.ndarray:
     """Ranked item ids int64 [U, top_k], row u for histories[u]; -1 where fewer items exist.
 
     Users are decoded `batch_size` at a time in order of history length (stable), so the
     batches, and therefore the results, depend only on the input order and `batch_size`.
     Greedy decoding is `beam_size=1`. Pass a prebuilt `index` to reuse it across calls.
+    With `exclude_history`, no user is recommended an item of its own history (the search
+    replaces such items with the next best real ones).
     """
     if index is None:
         index = ValidIdIndex(table, device)
@@ -82,6 +94,7 @@ def recommend(
             tokens_UL, is_pad_UL = encode_histories_for_decoding(
                 [histories[r] for r in batch], dense, table.codebook_size
             )
+            excluded_UH = _padded([histories[r] for r in batch]) if exclude_history else None
             items_UK, _ = beam_search(
                 logits_fn,
                 tokens_UL.to(index.device),
@@ -91,6 +104,7 @@ def recommend(
                 steps=steps,
                 order=order,
                 top_k=top_k,
+                excluded_UH=None if excluded_UH is None else excluded_UH.to(index.device),
             )
             ranked[batch] = items_UK.cpu().numpy()
     return ranked

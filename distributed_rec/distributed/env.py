@@ -65,6 +65,18 @@ def init_distributed(backend: str = "gloo") -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank)
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly: wait for every rank, then destroy the group.
+
+    A process that exits with a live gloo group can abort in the C++ runtime ("terminate called
+    without an active exception") while its background threads are torn down.
+    """
+    if dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank() -> int:
     """This process's rank (0 without a process group)."""
     return dist.get_rank() if dist.is_initialized() else 0

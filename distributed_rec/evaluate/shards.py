@@ -1,7 +1,8 @@
 """Evaluation users -> shards of whole decoding batches, and the per-shard prediction files.
 
-Users are ordered by (history length, user id) and cut into batches of `batch_size`; shards are
-contiguous runs of whole batches. A user is therefore decoded in the same batch, next to the same
+Users are ordered by (history length, user id) and cut into batches of `batch_size`; batch b goes
+to shard b mod S, so every shard gets short and long histories alike and the shards take about
+the same time (decoding cost grows with history length). A user is therefore decoded in the same batch, next to the same
 users, however many shards there are, so merged shard predictions equal a single-process run.
 
 Prediction files: DIR/evaluate/predictions/<split>/shard-XXXXX.parquet with columns
@@ -58,8 +59,8 @@ def plan_shards(users: EvalUsers, batch_size: int, num_shards: int) -> list[np.n
     lengths = np.fromiter((len(h) for h in users.histories), np.int64, len(users))
     order = np.lexsort((users.user_ids, lengths))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    groups = np.array_split(np.arange(len(batches)), min(num_shards, max(len(batches), 1)))
-    return [np.concatenate([batches[b] for b in g]) for g in groups if len(g)]
+    count = min(num_shards, len(batches))
+    return [np.concatenate(batches[shard::count]) for shard in range(count)]
 
 
 def shard_path(directory: Path, shard: int) -> Path:

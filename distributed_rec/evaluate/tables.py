@@ -9,9 +9,16 @@ from distributed_rec.evaluate.metrics import METRIC_KEYS
 RANKED_LIST_NOTE = (
     "Ranked lists are the generated top-K: the {top_k} distinct real items returned by "
     "constrained {order}-order beam search (B={beam_size} on test, B={valid_beam_size} on valid; "
-    "T={steps}) for each user; "
+    "T={steps}) for each user, {history_rule}; "
     "the popularity floor ranks the most frequent training items not in the user's history."
 )
+
+
+def ranked_list_note(decode: dict[str, Any]) -> str:
+    """RANKED_LIST_NOTE for a run's decode settings (metrics.json's "decode")."""
+    excluded = decode.get("exclude_history", False)
+    rule = "items of the user's history excluded" if excluded else "history items allowed"
+    return RANKED_LIST_NOTE.format(history_rule=rule, **decode)
 
 
 def metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, int | None, dict[str, float]]]:
@@ -49,7 +56,7 @@ def metrics_markdown(metrics: dict[str, Any]) -> str:
             "",
             metrics_table(metrics),
             "",
-            RANKED_LIST_NOTE.format(**decode),
+            ranked_list_note(decode),
             "",
             f"- users/s: {metrics['users_per_s']:.1f} ({metrics['decode_seconds']:.1f} s decoding, "
             f"{metrics['num_shards']} shards, {'Ray tasks' if metrics['use_ray'] else 'in-process'})",

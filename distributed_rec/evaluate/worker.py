@@ -77,6 +77,7 @@ def decode_shard(
         top_k=config.decode.top_k,
         batch_size=config.evaluate.batch_size,
         index=index,
+        exclude_history=config.decode.exclude_history,
     )
     path = shard_path(RunPaths(Path(config.run_dir)).predictions(split), shard)
     write_predictions(path, users, ranked_UK)

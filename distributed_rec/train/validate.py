@@ -55,6 +55,7 @@ def validate(
             batch_size=max(config.evaluate.batch_size, 256),
             device=device,
             index=index,
+            exclude_history=config.decode.exclude_history,
         )
     finally:
         model.train(was_training)

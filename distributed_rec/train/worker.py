@@ -9,6 +9,7 @@ from pathlib import Path
 
 from distributed_rec.cli import configure_logging, split_arguments
 from distributed_rec.config import ConfigError, config_from_dict, load_config
+from distributed_rec.distributed.env import shutdown_distributed
 from distributed_rec.errors import DistributedRecError
 from distributed_rec.train.loop import train_worker
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DistributedRecError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    shutdown_distributed()
     return 0
 
 
