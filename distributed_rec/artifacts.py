@@ -177,8 +177,19 @@ def stage_is_current(paths: RunPaths, stage: str, key: str) -> bool:
         return False
 
 
-def mark_stage_done(paths: RunPaths, stage: str, key: str) -> None:
-    write_json_atomic(_marker(paths, stage), {"stage": stage, "key": key})
+def mark_stage_done(paths: RunPaths, stage: str, key: str, seconds: float | None = None) -> None:
+    write_json_atomic(_marker(paths, stage), {"stage": stage, "key": key, "seconds": seconds})
+
+
+def stage_marker(paths: RunPaths, stage: str) -> dict[str, Any] | None:
+    """The marker of a finished stage ({"stage", "key", "seconds"}), None when there is none."""
+    marker = _marker(paths, stage)
+    if not marker.exists():
+        return None
+    try:
+        return json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return None
 
 
 def clear_stage_marker(paths: RunPaths, stage: str) -> None:

@@ -593,6 +593,34 @@ def load_config(recipe: str | None = None, overrides: list[str] | None = None) -
     return _build(JobConfig, values, "")
 
 
+def nest_dotted(values: dict[str, Any], where: str = "overrides") -> dict[str, Any]:
+    """``{"train.lr": 1e-3}`` -> ``{"train": {"lr": 1e-3}}`` (typed values, as a TOML file has)."""
+    nested: dict[str, Any] = {}
+    for dotted, value in values.items():
+        parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(f"{where}: malformed config key {dotted!r}")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: {dotted!r} conflicts with another key")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_layered_config(
+    recipe: str | None, layers: list[dict[str, Any]], overrides: list[str] | None = None
+) -> JobConfig:
+    """Defaults <- recipe <- each nested layer in turn <- CLI overrides, validated."""
+    values: dict[str, Any] = read_recipe(resolve_recipe(recipe)) if recipe else {}
+    for layer in layers:
+        values = _merge(values, layer)
+    if overrides:
+        values = _merge(values, parse_overrides(overrides))
+    return _build(JobConfig, values, "")
+
+
 def config_from_dict(values: dict[str, Any]) -> JobConfig:
     """Rebuild a JobConfig from `to_dict()` output (e.g. a run's config.json)."""
     return _build(JobConfig, values, "")

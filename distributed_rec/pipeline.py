@@ -153,13 +153,9 @@ def run_stage(stage: str, config: JobConfig, force: bool = False) -> dict[str, A
     clear_stage_marker(paths, stage)
     started = time.perf_counter()
     summary = function(config) or {}
-    mark_stage_done(paths, stage, key)
-    summary = {
-        "stage": stage,
-        "skipped": False,
-        "seconds": time.perf_counter() - started,
-        **summary,
-    }
+    seconds = time.perf_counter() - started
+    mark_stage_done(paths, stage, key, seconds)
+    summary = {"stage": stage, "skipped": False, "seconds": seconds, **summary}
     log.info("%s: done in %.1f s", stage, summary["seconds"])
     return summary
 

@@ -139,7 +139,15 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
         use_ray=config.evaluate.use_ray,
         decode={
             key: getattr(config.decode, key)
-            for key in ("beam_size", "valid_beam_size", "steps", "order", "top_k", "precision")
+            for key in (
+                "beam_size",
+                "valid_beam_size",
+                "steps",
+                "order",
+                "top_k",
+                "precision",
+                "exclude_history",
+            )
         },
         config_hash=config.section_hash("data", "tokenize", "model", "train", "decode"),
         ranked_lists="generated top-K (constrained beam search over real items)",

@@ -1,0 +1,1 @@
+"""The reproduction study launcher: studies of rows, shared stages, reports and plots."""
