@@ -325,8 +325,9 @@ class DecodeConfig:
     """Items returned per user."""
     valid_beam_size: int = 1
     """Beam size during validation (1 = greedy)."""
-    precision: str = "fp32"
-    """Model forward pass: 'fp32', 'bf16' (autocast) or 'auto' (bf16 on GPU); scores sum in fp32."""
+    precision: str = "auto"
+    """Model forward pass: 'fp32', 'bf16' (autocast) or 'auto' (bf16 where the device computes it
+    natively: GPUs, CPUs with AVX512_BF16/AMX; else fp32). Log-probabilities and scores are fp32."""
     exclude_history: bool = True
     """Never recommend an item of the user's own history (prepare drops repeated (user, item)
     events, so such an item is never the target); the popularity floor and SASRec do the same."""

@@ -211,3 +211,15 @@ def test_excluded_history_items_are_replaced_by_the_next_best(beam_size: int, st
             assert row.tolist() == expected
         else:  # the list is still filled with real items
             assert (row >= 0).sum() >= min(beam_size, 10)
+
+
+def test_decode_precision_auto_follows_native_bf16(monkeypatch) -> None:
+    import importlib
+
+    recommend_module = importlib.import_module("distributed_rec.decode.recommend")
+
+    assert recommend_module.decode_uses_bf16("bf16", "cpu")
+    assert not recommend_module.decode_uses_bf16("fp32", "cuda")
+    for native in (True, False):
+        monkeypatch.setattr(recommend_module, "has_native_bf16", lambda device, n=native: n)
+        assert recommend_module.decode_uses_bf16("auto", "cpu") is native

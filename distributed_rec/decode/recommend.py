@@ -12,18 +12,26 @@ import torch
 
 from distributed_rec.decode.beam_search import LogitsFn, beam_search
 from distributed_rec.decode.constraint import ValidIdIndex
+from distributed_rec.distributed.env import has_native_bf16
 from distributed_rec.model.vocab import encode_histories_for_decoding
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 
 
+def decode_uses_bf16(precision: str, device_type: str) -> bool:
+    """'bf16' always, 'fp32' never, 'auto' where the device has native bf16 (has_native_bf16)."""
+    if precision == "auto":
+        return has_native_bf16(device_type)
+    return precision == "bf16"
+
+
 def model_logits_fn(model: torch.nn.Module, precision: str = "fp32") -> LogitsFn:
-    """`model.target_logits` in eval mode, under bf16 autocast for 'bf16' ('auto': on GPU only).
+    """`model.target_logits` in eval mode, under bf16 autocast when `decode_uses_bf16`.
 
     The logits are returned as fp32, so log-probabilities and beam scores are always fp32.
     """
     model.eval()
     device_type = next(model.parameters()).device.type
-    use_bf16 = precision == "bf16" or (precision == "auto" and device_type == "cuda")
+    use_bf16 = decode_uses_bf16(precision, device_type)
 
     def logits_fn(tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):

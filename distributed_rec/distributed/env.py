@@ -29,6 +29,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def has_native_bf16(device_type: str) -> bool:
+    """Whether bf16 matrix products run natively: a GPU that supports bf16, or a CPU with the
+    AVX512_BF16 or AMX_BF16 instructions (Linux /proc/cpuinfo; False where it cannot be read)."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return False
+    return False
+
+
 def set_threads(world_size: int) -> None:
     """Share the cores among this node's processes (OMP_NUM_THREADS, when set, wins)."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():

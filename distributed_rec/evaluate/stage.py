@@ -18,6 +18,8 @@ import numpy as np
 
 from distributed_rec.artifacts import RunPaths, write_json_atomic
 from distributed_rec.config import EvaluateConfig, JobConfig
+from distributed_rec.decode.recommend import decode_uses_bf16
+from distributed_rec.distributed.env import resolve_device
 from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.errors import ArtifactError, DistributedRecError
 from distributed_rec.evaluate.metrics import ranking_metrics
@@ -148,6 +150,11 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
                 "precision",
                 "exclude_history",
             )
+        }
+        | {
+            "forward_dtype": "bf16"
+            if decode_uses_bf16(config.decode.precision, resolve_device(config.device))
+            else "fp32"
         },
         config_hash=config.section_hash("data", "tokenize", "model", "train", "decode"),
         ranked_lists="generated top-K (constrained beam search over real items)",

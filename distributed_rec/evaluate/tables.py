@@ -18,6 +18,8 @@ def ranked_list_note(decode: dict[str, Any]) -> str:
     """RANKED_LIST_NOTE for a run's decode settings (metrics.json's "decode")."""
     excluded = decode.get("exclude_history", False)
     rule = "items of the user's history excluded" if excluded else "history items allowed"
+    if decode.get("forward_dtype"):
+        rule += f"; model forward pass in {decode['forward_dtype']}, scores in fp32"
     return RANKED_LIST_NOTE.format(history_rule=rule, **decode)
 
 

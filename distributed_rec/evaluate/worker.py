@@ -15,6 +15,7 @@ import torch
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig
 from distributed_rec.decode import ValidIdIndex, model_logits_fn, recommend
+from distributed_rec.distributed.env import resolve_device
 from distributed_rec.errors import ArtifactError
 from distributed_rec.evaluate.shards import EvalUsers, shard_path, write_predictions
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
@@ -23,12 +24,6 @@ CRASH_ONCE_ENV = "DISTRIBUTED_REC_TEST_CRASH_ONCE"
 """Tests only: a marker-file path; the first shard-0 attempt creates it and kills its process."""
 
 _LOADED: dict[tuple[str, int], tuple[torch.nn.Module, SemanticIdTable, ValidIdIndex]] = {}
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_for_decoding(
