@@ -392,12 +392,16 @@ class BaselineConfig:
     """Early stopping: epochs without a better valid NDCG@10 before stopping."""
     beam_size: int = 50
     """TIGER: beams kept per user by the constrained beam search."""
+    valid_max_users: int = 0
+    """Select epochs on at most this many validation users (a fixed sample); 0 uses all. TIGER's
+    beam search over every validation user after every epoch costs more than the epoch itself."""
 
     def __post_init__(self) -> None:
         _check_choice("baseline.model", self.model, BASELINE_MODELS)
         _check_positive("baseline.d_model", self.d_model)
         _check_positive("baseline.num_layers", self.num_layers)
         _check_positive("baseline.num_attention_heads", self.num_attention_heads)
+        _check_positive("baseline.valid_max_users", self.valid_max_users, allow_zero=True)
         if self.d_model % self.num_attention_heads:
             raise ConfigError(
                 f"baseline.d_model={self.d_model} must be divisible by "

@@ -18,7 +18,7 @@ from distributed_rec.baselines.tiger import TigerDecoder, TigerRecommender
 from distributed_rec.baselines.tiger_search import PrefixTrie, constrained_beam_search
 from distributed_rec.baselines.train import fit
 from distributed_rec.cli import main
-from distributed_rec.config import ConfigError, JobConfig, load_config
+from distributed_rec.config import ConfigError, JobConfig, load_config, replace_section
 from distributed_rec.errors import ArtifactError
 from distributed_rec.evaluate.metrics import METRIC_KEYS
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
@@ -156,8 +156,9 @@ def test_beam_search_wide_beam_is_exact_top_k() -> None:
             order = torch.argsort(exact, descending=True)
             assert items_BR[row].tolist() == table.item_ids[order.numpy()].tolist()
             torch.testing.assert_close(scores_BR[row], exact[order], atol=1e-4, rtol=1e-4)
-    top = recommender.recommend(histories, top_k=5)
-    assert top.tolist() == items_BR[:, :5].tolist()
+    top = recommender.recommend(histories, top_k=5)  # the user's own history is skipped
+    for row, beams, history in zip(top.tolist(), items_BR.tolist(), histories, strict=True):
+        assert row == [i for i in beams if i not in history][:5]
 
 
 def test_beam_search_narrow_beam_returns_distinct_real_items() -> None:
@@ -252,6 +253,17 @@ def test_stage_end_to_end(tmp_path: Path, model: str) -> None:
     )
     # the next item is always the previous + 1: both baselines find it for most test users
     assert written["test"]["recall@10"] >= 0.8, written["test"]
+
+
+@pytest.mark.timeout(120)
+def test_epochs_are_selected_on_a_fixed_sample_of_validation_users(tmp_path: Path) -> None:
+    build_run_dir(tmp_path, max_history=4)
+    config = replace_section(stage_config(tmp_path, "sasrec"), "baseline", valid_max_users=10)
+    config = replace_section(config, "baseline", max_epochs=2)
+    run_baseline(config)
+    written = json.loads((tmp_path / "baselines" / "sasrec" / "metrics.json").read_text())
+    assert written["valid_users_for_selection"] == 10
+    assert written["users"] == {"valid": NUM_USERS, "test": NUM_USERS}
 
 
 def test_tiger_needs_semantic_ids(tmp_path: Path) -> None:

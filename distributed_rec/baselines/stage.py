@@ -23,6 +23,7 @@ from distributed_rec.errors import ArtifactError, DataError
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 from distributed_rec.train.data import read_eval_split, read_samples
 from distributed_rec.train.loop import resolve_device
+from distributed_rec.train.validate import sample_users
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,15 @@ def run_baseline(config: JobConfig) -> dict[str, Any]:
     model = build_baseline(config, num_items).to(device)
     # a TIGER batch of users decodes beam_size sequences per user at once
     eval_batch = max(1, cfg.batch_size // cfg.beam_size) if cfg.model == "tiger" else cfg.batch_size
+    valid_histories, valid_targets = splits["valid"]
+    if cfg.valid_max_users:
+        rows = sample_users(len(valid_targets), cfg.valid_max_users, config.seed)
+        valid_histories = [valid_histories[r] for r in rows]
+        valid_targets = valid_targets[rows]
     result = fit(
         model,
         samples,
-        splits["valid"],
+        (valid_histories, valid_targets),
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         max_epochs=cfg.max_epochs,
@@ -114,6 +120,7 @@ def run_baseline(config: JobConfig) -> dict[str, Any]:
         "test": test,
         "model": cfg.model,
         "users": {split: len(targets) for split, (_, targets) in splits.items()},
+        "valid_users_for_selection": len(valid_targets),
         "num_items": num_items,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "tokenizer": config.tokenize.method if cfg.model == "tiger" else None,

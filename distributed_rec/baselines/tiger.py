@@ -116,13 +116,19 @@ class TigerRecommender(nn.Module):
 
     @torch.no_grad()
     def recommend(self, histories: Sequence[Sequence[int]], top_k: int) -> np.ndarray:
-        """int64 [B, top_k]: distinct real items by joint log-probability, -1 past the beams."""
+        """int64 [B, top_k]: distinct real items by joint log-probability, -1 past the beams.
+
+        Items of a user's own history are skipped (as the other models and the popularity floor
+        do); the beams' best items outside the history fill the list. With beam_size at least
+        top_k + history length this is the exact top-k of the non-history items the search finds.
+        """
         if self.trie.device != self.item_codes.device:
             self.trie = PrefixTrie(self._table, self.item_codes.device)
         items_BR, _ = constrained_beam_search(
             self.decoder, self.history_tokens(histories), self.trie, self.beam_size
         )
         ranked = np.full((len(histories), top_k), -1, dtype=np.int64)
-        k = min(top_k, items_BR.shape[1])
-        ranked[:, :k] = items_BR[:, :k].cpu().numpy()
+        for row, (items, history) in enumerate(zip(items_BR.cpu().numpy(), histories, strict=True)):
+            keep = items[(items >= 0) & ~np.isin(items, np.asarray(history, dtype=np.int64))]
+            ranked[row, : min(top_k, len(keep))] = keep[:top_k]
         return ranked
