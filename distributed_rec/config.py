@@ -567,16 +567,23 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return nested
 
 
-def resolve_recipe(name_or_path: str) -> Path:
-    """A recipe name ('debug') or a path to a TOML or JSON file."""
+def resolve_named_file(
+    name_or_path: str, directory: Path, option: str, suffixes: tuple[str, ...] = (".toml",)
+) -> Path:
+    """A file path, or the name of a `<name>.toml` shipped in `directory` ('debug', 'paper')."""
     path = Path(name_or_path)
-    if path.suffix in (".toml", ".json") and path.exists():
+    if path.suffix in suffixes and path.exists():
         return path
-    candidate = RECIPE_DIR / f"{name_or_path}.toml"
+    candidate = directory / f"{name_or_path}.toml"
     if candidate.exists():
         return candidate
-    known = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.toml")))
-    raise ConfigError(f"--config={name_or_path!r} is neither a file nor a recipe ({known})")
+    known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
+    raise ConfigError(f"{option}={name_or_path!r} is neither a file nor one of: {known}")
+
+
+def resolve_recipe(name_or_path: str) -> Path:
+    """A recipe name ('debug') or a path to a TOML or JSON file."""
+    return resolve_named_file(name_or_path, RECIPE_DIR, "--config", (".toml", ".json"))
 
 
 def read_recipe(path: Path) -> dict[str, Any]:

@@ -233,3 +233,8 @@ def test_study_compute_counts_each_shared_stage_once() -> None:
     assert study_compute_seconds(rows) == (115.0, False)
     rows[1]["stage_seconds"]["evaluate"] = None
     assert study_compute_seconds(rows) == (110.0, True)
+
+
+def test_unknown_study_names_the_shipped_ones() -> None:
+    with pytest.raises(ConfigError, match=r"--study='nope' is neither a file nor one of: paper"):
+        load_study("nope", "debug")

@@ -36,22 +36,19 @@ def machine_description() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}), {gpu}"
 
 
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    completed = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+    )
+    return completed.stdout.strip()
+
+
 def git_commit() -> str:
     """HEAD of the checkout this package runs from (+'-dirty' with local changes), or 'unknown'."""
-    root = Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")

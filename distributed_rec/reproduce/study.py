@@ -31,6 +31,7 @@ from distributed_rec.config import (
     load_layered_config,
     nest_dotted,
     parse_overrides,
+    resolve_named_file,
 )
 
 STUDY_DIR = Path(__file__).resolve().parent.parent / "studies"
@@ -78,14 +79,7 @@ class Study:
 
 def resolve_study(name_or_path: str) -> Path:
     """A study name ('paper') or a path to a TOML file."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.exists():
-        return path
-    candidate = STUDY_DIR / f"{name_or_path}.toml"
-    if candidate.exists():
-        return candidate
-    known = ", ".join(sorted(p.stem for p in STUDY_DIR.glob("*.toml")))
-    raise ConfigError(f"--study={name_or_path!r} is neither a file nor a study ({known})")
+    return resolve_named_file(name_or_path, STUDY_DIR, "--study")
 
 
 def _check_keys(where: str, values: dict[str, Any], allowed: set[str]) -> None:
