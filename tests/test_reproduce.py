@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from distributed_rec.config import ConfigError
-from distributed_rec.reproduce.__main__ import main, parse_arguments
+from distributed_rec.reproduce.__main__ import main, parse_arguments, study_command
 from distributed_rec.reproduce.plots import sweep_points
 from distributed_rec.reproduce.report import results_table, study_compute_seconds
 from distributed_rec.reproduce.runner import (
@@ -124,6 +124,10 @@ def test_launcher_arguments() -> None:
     )
     assert args.tables == ["main", "steps"] and args.overrides == ["--train.lr=1e-3"]
     assert args.adopt == [Path("a")]
+    assert study_command(args) == (
+        "python -m distributed_rec.reproduce --study=paper --config=debug --dataset=x "
+        "--train.lr=1e-3"
+    )
     with pytest.raises(ConfigError, match="--config=RECIPE is required"):
         parse_arguments(["--dataset=x"])
     with pytest.raises(ConfigError, match="--budget_minutes expects minutes"):
@@ -201,8 +205,13 @@ def test_tiny_study_end_to_end(tmp_path: Path) -> None:
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in root.glob("stages/*/_DONE.json")} == markers
 
-    # with no budget left, finished rows still report and unfinished ones are not run
-    assert all(r.status == "done" for r in StudyRunner(study, root, 0.0).run())
+    # with no budget left, finished rows still report and unfinished ones are not run; a run of
+    # one table keeps the other tables' results in study.json
+    assert all(r.status == "done" for r in StudyRunner(study, root, 0.0).run(["steps"]))
+    kept = json.loads((root / "study.json").read_text())["rows"]
+    assert [(r["table"], r["metrics"]) for r in kept] == [
+        (r["table"], r["metrics"]) for r in results["rows"]
+    ]
     fresh = StudyRunner(study, tmp_path / "fresh", 0.0).run(["main"])
     assert [r.status for r in fresh] == ["not run: time budget spent"] * 2
 

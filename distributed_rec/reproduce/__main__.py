@@ -91,6 +91,15 @@ def parse_arguments(argv: list[str]) -> Arguments:
     return args
 
 
+def study_command(args: Arguments) -> str:
+    """The command that runs the whole study as reported (options that only steer one
+    invocation - --tables, --adopt, --report_only, --root, --output, --notes - left out)."""
+    parts = [f"--study={args.study}", f"--config={args.config}", f"--dataset={args.dataset}"]
+    if args.budget_minutes is not None:
+        parts.append(f"--budget_minutes={args.budget_minutes:g}")
+    return "python -m distributed_rec.reproduce " + shlex.join([*parts, *args.overrides])
+
+
 def main(argv: list[str] | None = None) -> int:
     from distributed_rec.reproduce.plots import write_plots
     from distributed_rec.reproduce.report import (
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             (root / "study.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         notes = args.notes.read_text() if args.notes else ""
         plots = write_plots(study, results, args.dataset, args.output)
-        command = "python -m distributed_rec.reproduce " + shlex.join(argv)
+        command = study_command(args)
         report = write_report(
             study, results, args.dataset, args.output, command, args.config, plots, notes
         )

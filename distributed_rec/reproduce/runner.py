@@ -242,14 +242,21 @@ class StudyRunner:
             return _empty_result(row, config, f"failed: {type(err).__name__}: {err}")
 
     def save(self, results: list[RowResult]) -> None:
+        """Rewrite study.json: this invocation's rows replace earlier results of the same rows;
+        rows of tables not run this time keep their earlier results (in study order)."""
+        path = self.root / "study.json"
+        earlier = json.loads(path.read_text()).get("rows", []) if path.exists() else []
+        by_row = {(r["table"], r["label"]): r for r in earlier}
+        by_row.update({(r.table, r.label): vars(r) for r in results})
+        order = [(row.table, row.label) for row in self.study.rows]
         write_json_atomic(
-            self.root / "study.json",
+            path,
             {
                 "study": self.study.name,
                 "study_file": str(self.study.path),
                 "elapsed_seconds": time.perf_counter() - self.started,
                 "budget_seconds": self.budget_seconds,
-                "rows": [vars(r) for r in results],
+                "rows": [by_row[key] for key in order if key in by_row],
             },
         )
 
