@@ -25,6 +25,7 @@ import torch
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig, load_config
 from distributed_rec.decode import ValidIdIndex, model_logits_fn, recommend
+from distributed_rec.decode.recommend import decode_uses_bf16
 from distributed_rec.evaluate.metrics import ranking_metrics
 from distributed_rec.evaluate.shards import EvalUsers, read_split
 from distributed_rec.model import build_mask_predictor, count_parameters
@@ -94,7 +95,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--greedy_batch_size", type=int, default=512)
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32", "bf16"], help="fp32, bf16 or auto (default)"
+    )
     parser.add_argument("--skip_greedy", action="store_true")
     args = parser.parse_args()
 
@@ -114,6 +117,9 @@ def main() -> None:
     )
     for precision in args.precision:
         logits_fn = model_logits_fn(model, precision)
+        if precision == "auto":
+            resolved = "bf16" if decode_uses_bf16("auto", "cpu") else "fp32"
+            print(f"[auto] the default decode.precision runs the model in {resolved} here")
         seconds = _timed(
             f"[{precision}] beam search B={args.beam_size} T={args.steps} on "
             f"{args.beam_batches} test batches at evenly spaced length quantiles",
@@ -127,6 +133,7 @@ def main() -> None:
             order="adaptive",
             top_k=10,
             batch_size=args.batch_size,
+            exclude_history=config.decode.exclude_history,
         )
         per_user = seconds / len(beam_users)
         print(
@@ -147,6 +154,7 @@ def main() -> None:
             order="adaptive",
             top_k=10,
             batch_size=args.greedy_batch_size,
+            exclude_history=config.decode.exclude_history,
         )
         print(
             f"  vs the authors' {AUTHORS_GREEDY_SECONDS_ALL_VALID:.0f} s: "
