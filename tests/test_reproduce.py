@@ -217,9 +217,16 @@ def test_tiny_study_end_to_end(tmp_path: Path) -> None:
 
     # a new study root adopts the finished run directory instead of training again
     adopted_root = tmp_path / "adopted"
-    runner = StudyRunner(study, adopted_root, None, [Path(main_row["row_dir"])])
-    [adopted] = runner.run(["main"])[:1]
+    sasrec_row = results["rows"][1]
+    adopt = [Path(main_row["row_dir"]), Path(sasrec_row["row_dir"])]
+    adopted, adopted_sasrec = StudyRunner(study, adopted_root, None, adopt).run(["main"])
     assert adopted.metrics == main_row["metrics"]
+    assert adopted_sasrec.metrics == sasrec_row["metrics"]
+    written = [
+        json.loads((Path(d) / "baselines/sasrec/metrics.json").read_text())["wall_seconds"]
+        for d in (sasrec_row["row_dir"], adopted_sasrec.row_dir)
+    ]
+    assert written[0] == written[1]  # copied, not trained again
     model = Path(main_row["row_dir"]) / "train" / "best" / "model.pt"
     copy = Path(adopted.row_dir) / "train" / "best" / "model.pt"
     assert copy.read_bytes() == model.read_bytes()
