@@ -123,7 +123,8 @@ def test_launcher_arguments() -> None:
         ["--config=debug", "--dataset=x", "--tables=main,steps", "--train.lr=1e-3", "--adopt=a"]
     )
     assert args.tables == ["main", "steps"] and args.overrides == ["--train.lr=1e-3"]
-    assert args.adopt == [Path("a")]
+    assert args.adopt == [Path("a")] and not args.collect_only
+    assert parse_arguments(["--config=debug", "--dataset=x", "--collect_only"]).collect_only
     assert study_command(args) == (
         "python -m distributed_rec.reproduce --study=paper --config=debug --dataset=x "
         "--train.lr=1e-3"

@@ -3,10 +3,11 @@
     python -m distributed_rec.reproduce --study=paper --config=scientific_small \\
         --dataset=scientific [--budget_minutes=180] [--tables=main,steps] \\
         [--root=runs/reproduce/scientific] [--output=docs/results] [--adopt=RUN_DIR ...] \\
-        [--notes=FILE] [--report_only] [--section.key=value ...]
+        [--notes=FILE] [--report_only | --collect_only] [--section.key=value ...]
 
 Writes ROOT/study.json, OUTPUT/<dataset>.md and OUTPUT/<dataset>/*.png. Running it again skips
-every stage already finished; `--report_only` rewrites the report from ROOT/study.json.
+every stage already finished; `--report_only` rewrites the report from ROOT/study.json;
+`--collect_only` starts nothing new: finished rows are collected, the others reported as not run.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Arguments:
     adopt: list[Path] = field(default_factory=list)
     notes: Path | None = None
     report_only: bool = False
+    collect_only: bool = False
     overrides: list[str] = field(default_factory=list)
 
 
@@ -58,8 +60,8 @@ def parse_arguments(argv: list[str]) -> Arguments:
     for arg in argv:
         if arg in ("-h", "--help"):
             raise SystemExit(__doc__)
-        if arg == "--report_only":
-            args.report_only = True
+        if arg in ("--report_only", "--collect_only"):
+            setattr(args, arg[2:], True)
             continue
         name, _, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if name not in _OPTIONS:
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             results = json.loads(results_path.read_text())
         else:
             budget = None if args.budget_minutes is None else args.budget_minutes * 60
+            if args.collect_only:
+                budget = 0.0
             runner = StudyRunner(study, root, budget, args.adopt)
             runner.run(args.tables or None)
             results = json.loads((root / "study.json").read_text())

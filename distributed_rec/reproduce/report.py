@@ -161,7 +161,7 @@ def write_report(
         f"invocation: {format_seconds(results.get('elapsed_seconds'))}"
         + (
             f" of a {format_seconds(results['budget_seconds'])} budget"
-            if results.get("budget_seconds")
+            if results.get("budget_seconds")  # 0: a collect-only invocation
             else ""
         ),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
