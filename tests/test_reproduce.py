@@ -220,7 +220,9 @@ def test_tiny_study_end_to_end(tmp_path: Path) -> None:
     adopted_root = tmp_path / "adopted"
     sasrec_row = results["rows"][1]
     adopt = [Path(main_row["row_dir"]), Path(sasrec_row["row_dir"])]
-    adopted, adopted_sasrec = StudyRunner(study, adopted_root, None, adopt).run(["main"])
+    # with no budget left, adopting finished stages still completes the rows (nothing computed)
+    adopted, adopted_sasrec = StudyRunner(study, adopted_root, 0.0, adopt).run(["main"])
+    assert adopted.status == adopted_sasrec.status == "done"
     assert adopted.metrics == main_row["metrics"]
     assert adopted_sasrec.metrics == sasrec_row["metrics"]
     written = [

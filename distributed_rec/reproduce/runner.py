@@ -209,10 +209,18 @@ class StudyRunner:
             return True
         return time.perf_counter() - self.started < self.budget_seconds
 
+    def adopt_row(self, row: Row) -> None:
+        """Link the row's shared stages and copy every adoptable finished stage (no compute)."""
+        config = self.row_config(row)
+        self._prepare_links(row, config)
+        if self.adopt_dirs:
+            for stage in STAGE_CHAINS[row.kind]:
+                _adopt(stage, row, config, self.adopt_dirs)
+
     def run_row(self, row: Row) -> RowResult:
         config = self.row_config(row)
         self._prepare_links(row, config)
-        for stage in STAGE_CHAINS[row.kind]:
+        for stage in STAGE_CHAINS[row.kind]:  # a recomputed stage may let a later one be adopted
             if self.adopt_dirs:
                 _adopt(stage, row, config, self.adopt_dirs)
             run_stage(stage, config)
@@ -231,6 +239,8 @@ class StudyRunner:
 
     def _run_or_skip(self, row: Row) -> RowResult:
         config = self.row_config(row)
+        if not self.budget_left() and self.adopt_dirs:
+            self.adopt_row(row)  # adopted stages cost nothing, so they count even without budget
         if not self.budget_left() and not self.is_complete(row):
             log.warning("%s / %s: not run, the time budget is spent", row.table, row.label)
             return _empty_result(row, config, "not run: time budget spent")
