@@ -168,13 +168,7 @@ def _marker(paths: RunPaths, stage: str) -> Path:
 
 def stage_is_current(paths: RunPaths, stage: str, key: str) -> bool:
     """True when `stage` finished before with the same key (config + inputs hash)."""
-    marker = _marker(paths, stage)
-    if not marker.exists():
-        return False
-    try:
-        return json.loads(marker.read_text()).get("key") == key
-    except json.JSONDecodeError:
-        return False
+    return (stage_marker(paths, stage) or {}).get("key") == key
 
 
 def mark_stage_done(paths: RunPaths, stage: str, key: str, seconds: float | None = None) -> None:

@@ -87,7 +87,7 @@ def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
     ]
 
 
-def _config_values(config: JobConfig, keys: list[str]) -> dict[str, Any]:
+def stage_config_values(config: JobConfig, keys: list[str]) -> dict[str, Any]:
     values = config.to_dict()
     selected: dict[str, Any] = {}
     for key in keys:
@@ -100,7 +100,7 @@ def _config_values(config: JobConfig, keys: list[str]) -> dict[str, Any]:
     return selected
 
 
-def _raw_input_signature(config: JobConfig) -> str:
+def raw_input_signature(config: JobConfig) -> str:
     """Size and mtime of the raw data files (cheap; content hashing 10M rows is not)."""
     if not config.data.path:
         return ""
@@ -119,9 +119,9 @@ def stage_key(stage: str, config: JobConfig) -> str:
     paths = RunPaths(Path(config.run_dir))
     inputs = [p for p in _stage_inputs(stage, paths, config) if p.exists()]
     payload = {
-        "config": _config_values(config, STAGE_CONFIG_KEYS[stage]),
+        "config": stage_config_values(config, STAGE_CONFIG_KEYS[stage]),
         "inputs": fingerprint_files(inputs) if inputs else "",
-        "raw": _raw_input_signature(config) if stage == "prepare" else "",
+        "raw": raw_input_signature(config) if stage == "prepare" else "",
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

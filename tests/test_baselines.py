@@ -27,13 +27,7 @@ from distributed_rec.train.data import SampleSet
 NUM_ITEMS, NUM_USERS, SEQ_LEN, M, K = 20, 30, 8, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cyclic_sequences() -> list[list[int]]:

@@ -14,11 +14,13 @@ from distributed_rec.model.vocab import encode_sequences
 M, K = 2, 5
 
 
-def tiny_model(attention: str = "bidirectional", dropout: float = 0.0):
-    torch.manual_seed(0)
+def tiny_model(
+    attention: str = "bidirectional", dropout: float = 0.0, num_layers: int = 1, seed: int = 0
+):
+    torch.manual_seed(seed)
     cfg = ModelConfig(
         d_model=32,
-        num_layers=1,
+        num_layers=num_layers,
         num_attention_heads=2,
         ffn_dim=48,
         dropout=dropout,
@@ -129,16 +131,7 @@ def test_too_many_items_is_an_error():
     "attention", ["bidirectional", "causal", "inter_item_causal", "intra_item_causal"]
 )
 def test_target_only_last_layer_equals_the_full_pass(attention):
-    torch.manual_seed(1)
-    cfg = ModelConfig(
-        d_model=32,
-        num_layers=2,
-        num_attention_heads=2,
-        ffn_dim=48,
-        dropout=0.0,
-        attention=attention,
-    )
-    model = build_mask_predictor(cfg, num_heads=M, codebook_size=K, max_items=4).eval()
+    model = tiny_model(attention, num_layers=2, seed=1)
     tokens, is_pad = encode_sequences([[0, 1, 2, 3], [3, 4], [1]], CODES, K)
     full = model(tokens, is_pad)[:, -M:]
     torch.testing.assert_close(model.target_logits(tokens, is_pad), full)

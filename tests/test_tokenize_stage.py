@@ -27,12 +27,7 @@ SMALL = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_items(root: Path, n: int = 240, d: int = 24) -> np.ndarray:

@@ -21,13 +21,7 @@ from distributed_rec.semantic_ids.vqvae import VQAutoencoder
 METHODS = ("mhvq", "rqvae", "rqkmeans", "opq")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny matrices: one thread avoids contention on the shared CPUs (and is deterministic)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

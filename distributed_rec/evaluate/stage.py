@@ -150,15 +150,12 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
                 "precision",
                 "exclude_history",
             )
-        }
-        | {
-            "forward_dtype": "bf16"
-            if decode_uses_bf16(config.decode.precision, resolve_device(config.device))
-            else "fp32"
         },
         config_hash=config.section_hash("data", "tokenize", "model", "train", "decode"),
         ranked_lists="generated top-K (constrained beam search over real items)",
     )
+    uses_bf16 = decode_uses_bf16(config.decode.precision, resolve_device(config.device))
+    metrics["decode"]["forward_dtype"] = "bf16" if uses_bf16 else "fp32"
     metrics["wall_seconds"] = time.perf_counter() - started
     write_json_atomic(paths.eval_metrics, metrics)
     paths.eval_table.write_text(metrics_markdown(metrics))

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributed_rec.artifacts import write_json_atomic
 from distributed_rec.cli import configure_logging
 from distributed_rec.config import ConfigError
 from distributed_rec.errors import DistributedRecError
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             results = json.loads((root / "study.json").read_text())
             results["versions"] = software_versions()
             results["machine"] = machine_description()
-            (root / "study.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+            write_json_atomic(root / "study.json", results)
         notes = args.notes.read_text() if args.notes else ""
         plots = write_plots(study, results, args.dataset, args.output)
         command = study_command(args)

@@ -32,9 +32,9 @@ from distributed_rec.artifacts import RunPaths, stage_is_current, stage_marker, 
 from distributed_rec.config import JobConfig, config_from_dict
 from distributed_rec.pipeline import (
     STAGE_CONFIG_KEYS,
-    _config_values,
-    _raw_input_signature,
+    raw_input_signature,
     run_stage,
+    stage_config_values,
     stage_key,
 )
 from distributed_rec.reproduce.study import Row, Study
@@ -63,16 +63,16 @@ def _digest(payload: Any) -> str:
 
 def stage_group_hash(stage: str, config: JobConfig) -> str:
     """Hash of the config that decides `stage`'s output, through the whole chain before it."""
-    payload = {s: _config_values(config, STAGE_CONFIG_KEYS[s]) for s in _UPSTREAM[stage]}
-    payload["raw"] = _raw_input_signature(config)
+    payload = {s: stage_config_values(config, STAGE_CONFIG_KEYS[s]) for s in _UPSTREAM[stage]}
+    payload["raw"] = raw_input_signature(config)
     return _digest(payload)
 
 
 def row_hash(row: Row) -> str:
     """Hash of everything that decides a row's result (its configuration hash in reports)."""
     chain = STAGE_CHAINS[row.kind]
-    payload = {s: _config_values(row.config, STAGE_CONFIG_KEYS[s]) for s in chain}
-    payload["raw"] = _raw_input_signature(row.config)
+    payload = {s: stage_config_values(row.config, STAGE_CONFIG_KEYS[s]) for s in chain}
+    payload["raw"] = raw_input_signature(row.config)
     payload["kind"] = row.kind
     return _digest(payload)
 
@@ -126,9 +126,9 @@ def _copy_tree(source: Path, target: Path) -> None:
 def _adopt(stage: str, row: Row, config: JobConfig, adopt_dirs: Sequence[Path]) -> Path | None:
     """Copy `stage` from the first adopted run directory whose marker key matches; its source."""
     paths = RunPaths(Path(config.run_dir))
-    if stage_is_current(paths, stage, stage_key(stage, config)):
-        return None
     key = stage_key(stage, config)
+    if stage_is_current(paths, stage, key):
+        return None
     for source_root in adopt_dirs:
         source = RunPaths(source_root)
         marker = stage_marker(source, stage)

@@ -113,11 +113,7 @@ def load_study(
     tables_raw = raw.get("tables")
     if not isinstance(tables_raw, list) or not tables_raw:
         raise ConfigError(f"{path}: a study needs at least one [[tables]] entry")
-    budgets = {
-        key: value
-        for key, value in raw.items()
-        if isinstance(value, dict) and key not in ("tables",)
-    }
+    budgets = {key: value for key, value in raw.items() if isinstance(value, dict)}
     tables, seen = [], set()
     for number, table_raw in enumerate(tables_raw, start=1):
         where = f"{path.name}: table {number}"
