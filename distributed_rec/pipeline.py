@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import time
@@ -101,7 +102,8 @@ def stage_config_values(config: JobConfig, keys: list[str]) -> dict[str, Any]:
 
 
 def raw_input_signature(config: JobConfig) -> str:
-    """Size and mtime of the raw data files (cheap; content hashing 10M rows is not)."""
+    """Size and mtime of the raw data files (cheap; content hashing 10M rows is not). Tells
+    whether the files changed since a stage ran on this machine, not what they contain."""
     if not config.data.path:
         return ""
     root = Path(config.data.path)
@@ -109,6 +111,23 @@ def raw_input_signature(config: JobConfig) -> str:
         return "missing"
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     return ";".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
+def raw_input_digest(config: JobConfig) -> str:
+    """Content hash of the raw data files: the same data gives the same digest wherever and
+    whenever it was copied (a fresh copy has new mtimes). Hashed once per process and file state."""
+    if not config.data.path:
+        return ""
+    root = Path(config.data.path)
+    if not root.exists():
+        return "missing"
+    return _content_digest(str(root.resolve()), raw_input_signature(config))
+
+
+@functools.lru_cache(maxsize=16)
+def _content_digest(root: str, signature: str) -> str:
+    del signature  # only part of the cache key: files changed since are hashed again
+    return fingerprint_files([Path(root)])
 
 
 def stage_key(stage: str, config: JobConfig) -> str:

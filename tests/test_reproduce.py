@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,22 @@ def test_paper_study_shares_every_common_stage() -> None:
     assert len({stage_group_hash("prepare", r.config) for r in study.rows}) == 1
     office = load_study("paper", "office_small")
     assert office.rows[0].config.data.path.endswith("office")
+
+
+def test_study_hashes_follow_raw_data_content_not_its_mtime(tmp_path: Path) -> None:
+    """A fresh copy of the same data (new mtimes) must find the stages a study already stored;
+    changed data must not."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "log.csv").write_text("user_id,item_id,timestamp\n1,2,3\n")
+    study = load_study("paper", "debug", [f"--data.path={data}", "--data.format=table"])
+    row = study.rows[0]
+    before = (row_hash(row), stage_group_hash("train", row.config))
+    os.utime(data / "log.csv", ns=(1, 1))
+    assert (row_hash(row), stage_group_hash("train", row.config)) == before
+    (data / "log.csv").write_text("user_id,item_id,timestamp\n1,2,4\n")
+    assert row_hash(row) != before[0]
+    assert stage_group_hash("train", row.config) != before[1]
 
 
 @pytest.mark.parametrize(

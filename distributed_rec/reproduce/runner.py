@@ -32,7 +32,7 @@ from distributed_rec.artifacts import RunPaths, stage_is_current, stage_marker, 
 from distributed_rec.config import JobConfig, config_from_dict
 from distributed_rec.pipeline import (
     STAGE_CONFIG_KEYS,
-    raw_input_signature,
+    raw_input_digest,
     run_stage,
     stage_config_values,
     stage_key,
@@ -64,7 +64,7 @@ def _digest(payload: Any) -> str:
 def stage_group_hash(stage: str, config: JobConfig) -> str:
     """Hash of the config that decides `stage`'s output, through the whole chain before it."""
     payload = {s: stage_config_values(config, STAGE_CONFIG_KEYS[s]) for s in _UPSTREAM[stage]}
-    payload["raw"] = raw_input_signature(config)
+    payload["raw"] = raw_input_digest(config)
     return _digest(payload)
 
 
@@ -72,7 +72,7 @@ def row_hash(row: Row) -> str:
     """Hash of everything that decides a row's result (its configuration hash in reports)."""
     chain = STAGE_CHAINS[row.kind]
     payload = {s: stage_config_values(row.config, STAGE_CONFIG_KEYS[s]) for s in chain}
-    payload["raw"] = raw_input_signature(row.config)
+    payload["raw"] = raw_input_digest(row.config)
     payload["kind"] = row.kind
     return _digest(payload)
 
