@@ -116,12 +116,10 @@ def raw_input_signature(config: JobConfig) -> str:
 def raw_input_digest(config: JobConfig) -> str:
     """Content hash of the raw data files: the same data gives the same digest wherever and
     whenever it was copied (a fresh copy has new mtimes). Hashed once per process and file state."""
-    if not config.data.path:
-        return ""
-    root = Path(config.data.path)
-    if not root.exists():
-        return "missing"
-    return _content_digest(str(root.resolve()), raw_input_signature(config))
+    signature = raw_input_signature(config)
+    if signature in ("", "missing"):
+        return signature
+    return _content_digest(str(Path(config.data.path).resolve()), signature)
 
 
 @functools.lru_cache(maxsize=16)
