@@ -7,6 +7,9 @@ The layout (SPEC §1) is the contract between stages:
     DIR/prepare/interactions/part-*.parquet user_id:int64, raw_user_id:str, item_id:int64,
                                             timestamp:int64, seq:int32 (order within the user)
     DIR/prepare/splits/train/part-*.parquet user_id:int64, history:list<int64>, target:int64
+    DIR/prepare/splits/train_windows/part-*.parquet
+                                            user_id:int64, items:list<int64> (whole-sequence
+                                            training: item 0 context, items 1.. targets)
     DIR/prepare/splits/valid.parquet        user_id:int64, history:list<int64>, target:int64
     DIR/prepare/splits/test.parquet         user_id:int64, history:list<int64>, target:int64
     DIR/prepare/stats.json
@@ -60,6 +63,10 @@ class RunPaths:
     @property
     def train_split(self) -> Path:
         return self.root / "prepare" / "splits" / "train"
+
+    @property
+    def train_windows(self) -> Path:
+        return self.root / "prepare" / "splits" / "train_windows"
 
     def eval_split(self, split: str) -> Path:
         return self.root / "prepare" / "splits" / f"{split}.parquet"

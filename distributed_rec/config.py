@@ -34,6 +34,14 @@ LAUNCHERS = ("local", "deepspeed", "ray")
 PRECISIONS = ("auto", "fp32", "bf16")
 DECODE_ORDERS = ("adaptive", "l2r", "r2l")
 BASELINE_MODELS = ("sasrec", "tiger")
+WHOLE_SEQUENCE_ATTENTION = ("inter_item_causal",)
+"""Attention under which one pass over a sequence gives every prefix's next-item loss exactly."""
+HISTORY_CACHE_ATTENTION = ("inter_item_causal", "causal")
+"""Attention under which the history never attends the target, so decoding can cache it."""
+
+Switch = typing.NewType("Switch", str)
+"""'auto', 'true' or 'false' (TOML booleans and the CLI's true/false/on/off are accepted)."""
+SWITCH_VALUES = ("auto", "true", "false")
 
 
 class ConfigError(ValueError):
@@ -293,8 +301,14 @@ class TrainConfig:
     """TensorBoard and progress-bar update interval."""
     seed: int = 0
     """Seed for initialisation, masking and data order."""
+    whole_sequence: Switch = Switch("auto")
+    """Train on whole sequences (windows of up to data.max_history + 1 items): one pass computes
+    every item's next-item loss (docs/training.md). 'auto': wherever exact, i.e. with
+    model.attention=inter_item_causal; 'false': one sample per prefix; 'true' with another
+    attention is an error."""
 
     def __post_init__(self) -> None:
+        _check_choice("train.whole_sequence", self.whole_sequence, SWITCH_VALUES)
         _check_choice("train.launcher", self.launcher, LAUNCHERS)
         _check_choice("train.precision", self.precision, PRECISIONS)
         _check_positive("train.num_procs", self.num_procs)
@@ -331,8 +345,13 @@ class DecodeConfig:
     exclude_history: bool = True
     """Never recommend an item of the user's own history (prepare drops repeated (user, item)
     events, so such an item is never the target); the popularity floor and SASRec do the same."""
+    cache_history: Switch = Switch("auto")
+    """Compute a user's history once and let every beam and step attend to its cached keys and
+    values. 'auto': wherever exact (model.attention inter_item_causal or causal, where the
+    history never attends the target); 'false': every step re-encodes the whole sequence."""
 
     def __post_init__(self) -> None:
+        _check_choice("decode.cache_history", self.cache_history, SWITCH_VALUES)
         _check_choice("decode.order", self.order, DECODE_ORDERS)
         _check_choice("decode.precision", self.precision, PRECISIONS)
         _check_positive("decode.beam_size", self.beam_size)
@@ -438,6 +457,18 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        attention = self.model.attention
+        if self.train.whole_sequence == "true" and attention not in WHOLE_SEQUENCE_ATTENTION:
+            raise ConfigError(
+                f"train.whole_sequence=true is exact only with model.attention="
+                f"{' or '.join(WHOLE_SEQUENCE_ATTENTION)} (got {attention!r}); set it to auto or false"
+            )
+        if self.decode.cache_history == "true" and attention not in HISTORY_CACHE_ATTENTION:
+            raise ConfigError(
+                f"decode.cache_history=true is exact only with model.attention="
+                f"{' or '.join(HISTORY_CACHE_ATTENTION)} (got {attention!r}: the history attends "
+                "the target); set it to auto or false"
+            )
         if self.tokenize.num_heads % self.decode.steps:
             raise ConfigError(
                 f"decode.steps={self.decode.steps} must divide "
@@ -447,6 +478,16 @@ class JobConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def whole_sequence_training(self) -> bool:
+        """train.whole_sequence resolved against model.attention."""
+        return _switch_on(self.train.whole_sequence, self.model.attention, WHOLE_SEQUENCE_ATTENTION)
+
+    @property
+    def cached_decoding(self) -> bool:
+        """decode.cache_history resolved against model.attention."""
+        return _switch_on(self.decode.cache_history, self.model.attention, HISTORY_CACHE_ATTENTION)
+
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (for skipping unchanged stages)."""
         import hashlib
@@ -454,6 +495,10 @@ class JobConfig:
         payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _switch_on(value: str, attention: str, exact_under: tuple[str, ...]) -> bool:
+    return value == "true" or (value == "auto" and attention in exact_under)
 
 
 # --- loading, overriding, validating -------------------------------------------------------
@@ -476,6 +521,15 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return [_coerce(key, v, item_type) for v in value]
     if origin is types.UnionType:
         raise ConfigError(f"{key}: union types are not supported in the config")
+    if annotation is Switch:
+        if isinstance(value, bool):
+            return Switch("true" if value else "false")
+        if isinstance(value, str) and value.lower() == "auto":
+            return Switch("auto")
+        try:
+            return Switch("true" if _coerce(key, value, bool) else "false")
+        except ConfigError:
+            raise ConfigError(f"{key} expects auto, true or false, got {value!r}") from None
     if annotation is bool:
         if isinstance(value, bool):
             return value

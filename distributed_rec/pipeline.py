@@ -43,6 +43,7 @@ STAGE_CONFIG_KEYS = {
         "train",
         "decode.valid_beam_size",
         "decode.exclude_history",
+        "decode.cache_history",
         "data.max_history",
         "seed",
     ],
@@ -75,7 +76,8 @@ def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
     if stage == "tokenize":
         return [paths.item_embeddings]
     if stage == "train":
-        return [paths.train_split, paths.eval_split("valid"), paths.semantic_ids]
+        split = paths.train_windows if config.whole_sequence_training else paths.train_split
+        return [split, paths.eval_split("valid"), paths.semantic_ids]
     if stage == "baseline":
         splits = [paths.train_split, paths.eval_split("valid"), paths.eval_split("test")]
         tiger = config.baseline.model == "tiger"

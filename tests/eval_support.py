@@ -12,8 +12,8 @@ import torch
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig, load_config
 from distributed_rec.model import build_mask_predictor
+from distributed_rec.model.weights import save_best_model
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-from distributed_rec.train.best_model import save_best_model
 
 NUM_ITEMS, NUM_USERS, M, K = 30, 40, 4, 8
 

@@ -115,3 +115,44 @@ def test_cli_reports_bad_input_without_traceback(capsys):
     assert "data.format='bogus'" in err
     assert "unknown stage 'nostage'" in err
     assert "Traceback" not in err
+
+
+def test_block_diffusion_switches_resolve_against_the_attention():
+    default = load_config(None, [])
+    assert not default.whole_sequence_training and not default.cached_decoding
+    block = load_config(None, ["--model.attention=inter_item_causal"])
+    assert block.whole_sequence_training and block.cached_decoding
+    causal = load_config(None, ["--model.attention=causal"])
+    assert not causal.whole_sequence_training and causal.cached_decoding
+    off = load_config(
+        None,
+        [
+            "--model.attention=inter_item_causal",
+            "--train.whole_sequence=false",
+            "--decode.cache_history=off",
+        ],
+    )
+    assert not off.whole_sequence_training and not off.cached_decoding
+    assert off.train.whole_sequence == "false" and off.decode.cache_history == "false"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("--train.whole_sequence=true", "train.whole_sequence"),
+     ("--decode.cache_history=true", "decode.cache_history")],
+)  # fmt: skip
+def test_block_diffusion_switches_are_errors_where_not_exact(override, key):
+    with pytest.raises(ConfigError, match=rf"{key}=true is exact only with model.attention"):
+        load_config(None, [override])  # bidirectional: every item attends the target
+    with pytest.raises(ConfigError, match=rf"{key} expects auto, true or false"):
+        load_config(None, [f"--{key}=maybe"])
+
+
+def test_block_diffusion_switches_accept_toml_booleans(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[model]\nattention = "inter_item_causal"\n[train]\nwhole_sequence = false\n'
+        "[decode]\ncache_history = true\n"
+    )
+    config = load_config(str(recipe))
+    assert not config.whole_sequence_training and config.cached_decoding

@@ -69,6 +69,14 @@ def check_contract(stats: dict, paths: RunPaths, max_history: int = 20) -> None:
     ):
         sizes = [len(h) for h in table["history"].to_pylist()]
         assert all(1 <= size <= max_history for size in sizes)
+    windows = read_parts(paths.train_windows)
+    sizes = np.array([len(w) for w in windows["items"].to_pylist()])
+    assert ((sizes >= 2) & (sizes <= max_history + 1)).all()
+    assert int((sizes - 1).sum()) == train.num_rows  # every training target exactly once
+    per_user = np.bincount(windows["user_id"].to_numpy(), minlength=users)
+    expected_windows = -(-np.maximum(lengths - 3, 0) // max_history)
+    assert np.array_equal(per_user, expected_windows)
+    assert windows.num_rows == stats["split"]["train_windows"]
     test = pq.read_table(paths.eval_split("test"))
     assert test.num_rows == int((lengths >= 2).sum()) == stats["split"]["test_users"]
     assert sum(stats["dropped"].values()) + events == stats["raw"]["interactions"]
@@ -112,12 +120,13 @@ def test_same_input_gives_identical_parquet(tmp_path):
     files = sorted(
         p.relative_to(tmp_path / "b") for p in (tmp_path / "b" / "prepare").rglob("*.parquet")
     )
-    assert len(files) == 3 + 3 + 3  # interactions, train parts; items, valid, test
+    assert len(files) == 3 + 3 + 3 + 3  # interactions, train, train_windows parts; items, splits
     for file in files:
         assert pq.read_table(tmp_path / "a" / file).equals(pq.read_table(tmp_path / "b" / file))
     # a second run into the same directory with fewer shards leaves no stale parts behind
     prepare(tmp_path / "b", "--config=debug", "--data.num_shards=2")
     assert len(list(paths.interactions.glob("*"))) == len(list(paths.train_split.glob("*"))) == 2
+    assert len(list(paths.train_windows.glob("*"))) == 2
 
 
 def test_lenient_skips_are_counted_in_stats(tmp_path):

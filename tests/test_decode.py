@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from distributed_rec.decode import ValidIdIndex, recommend
+from distributed_rec.decode import ValidIdIndex, full_pass, recommend
 from distributed_rec.model.vocab import (
     encode_histories_for_decoding,
     mask_token,
@@ -83,7 +83,14 @@ def brute_force(model, history, table, steps, order) -> tuple[list[int], list[fl
 def test_full_beam_returns_exact_top_k_by_joint_score(steps: int, order: str) -> None:
     model, table = BagModel(), make_table()
     ranked = recommend(
-        model, HISTORIES, table, beam_size=N, steps=steps, order=order, top_k=10, batch_size=2
+        full_pass(model),
+        HISTORIES,
+        table,
+        beam_size=N,
+        steps=steps,
+        order=order,
+        top_k=10,
+        batch_size=2,
     )
     for history, row in zip(HISTORIES[:3], ranked[:3], strict=True):
         expected, scores = brute_force(model, history, table, steps, order)
@@ -94,8 +101,8 @@ def test_full_beam_returns_exact_top_k_by_joint_score(steps: int, order: str) ->
 def test_orders_change_the_ranking() -> None:
     model, table = BagModel(), make_table()
     args = dict(beam_size=N, steps=4, top_k=10)
-    adaptive = recommend(model, HISTORIES, table, order="adaptive", **args)
-    l2r = recommend(model, HISTORIES, table, order="l2r", **args)
+    adaptive = recommend(full_pass(model), HISTORIES, table, order="adaptive", **args)
+    l2r = recommend(full_pass(model), HISTORIES, table, order="l2r", **args)
     assert not np.array_equal(adaptive, l2r)
 
 
@@ -103,7 +110,13 @@ def test_small_beams_return_only_real_distinct_items() -> None:
     model, table = BagModel(seed=3), make_table(seed=3)
     for beam_size, steps in [(1, 4), (3, 4), (5, 2), (2, 1)]:
         ranked = recommend(
-            model, HISTORIES, table, beam_size=beam_size, steps=steps, order="adaptive", top_k=10
+            full_pass(model),
+            HISTORIES,
+            table,
+            beam_size=beam_size,
+            steps=steps,
+            order="adaptive",
+            top_k=10,
         )
         assert ranked.shape == (len(HISTORIES), 10)
         for row in ranked:
@@ -116,7 +129,9 @@ def test_small_beams_return_only_real_distinct_items() -> None:
 
 def test_greedy_follows_the_most_likely_valid_code() -> None:
     model, table = BagModel(seed=1), make_table(seed=1)
-    ranked = recommend(model, HISTORIES, table, beam_size=1, steps=4, order="l2r", top_k=1)
+    ranked = recommend(
+        full_pass(model), HISTORIES, table, beam_size=1, steps=4, order="l2r", top_k=1
+    )
     for history, row in zip(HISTORIES, ranked, strict=True):
         tokens, is_pad = encode_histories_for_decoding([history], table.dense_codes(N), K)
         consistent = list(table.codes)
@@ -143,7 +158,9 @@ def test_constraint_blocks_ids_of_no_item() -> None:
         return preferred.expand(len(tokens_BL), M, K)
 
     for steps in (1, 2, 4):
-        ranked = recommend(logits_fn, [[10]], table, beam_size=5, steps=steps, order="l2r", top_k=3)
+        ranked = recommend(
+            full_pass(logits_fn), [[10]], table, beam_size=5, steps=steps, order="l2r", top_k=3
+        )
         assert ranked.tolist() == [[10, 11, -1]]
 
 
@@ -180,7 +197,9 @@ def test_index_completions_and_valid_codes() -> None:
 def test_unknown_history_item_is_an_error() -> None:
     model, table = BagModel(), make_table()
     with pytest.raises(ValueError, match="history item 99 has no semantic ID"):
-        recommend(model, [[1, 99]], table, beam_size=2, steps=4, order="adaptive", top_k=5)
+        recommend(
+            full_pass(model), [[1, 99]], table, beam_size=2, steps=4, order="adaptive", top_k=5
+        )
 
 
 def test_tokens_fed_to_the_model_remask_unchosen_positions() -> None:
@@ -192,7 +211,7 @@ def test_tokens_fed_to_the_model_remask_unchosen_positions() -> None:
         assert not is_pad_BL[:, -M:].any()
         return torch.zeros(len(tokens_BL), M, K)
 
-    recommend(logits_fn, [[1, 2]], table, beam_size=3, steps=4, order="l2r", top_k=3)
+    recommend(full_pass(logits_fn), [[1, 2]], table, beam_size=3, steps=4, order="l2r", top_k=3)
     masked_per_step = [int((t == mask_token(M, K)).sum(1).unique().item()) for t in seen]
     assert masked_per_step == [4, 3, 2, 1]
     assert all(not (t == pad_token(M, K)).any() for t in seen)
@@ -202,8 +221,8 @@ def test_tokens_fed_to_the_model_remask_unchosen_positions() -> None:
 def test_excluded_history_items_are_replaced_by_the_next_best(beam_size: int, steps: int) -> None:
     model, table = BagModel(), make_table()
     args = dict(beam_size=beam_size, steps=steps, order="adaptive", top_k=10)
-    plain = recommend(model, HISTORIES, table, **{**args, "top_k": N})
-    excluded = recommend(model, HISTORIES, table, exclude_history=True, **args)
+    plain = recommend(full_pass(model), HISTORIES, table, **{**args, "top_k": N})
+    excluded = recommend(full_pass(model), HISTORIES, table, exclude_history=True, **args)
     for history, full_row, row in zip(HISTORIES, plain, excluded, strict=True):
         assert not set(row.tolist()) & set(history)
         if beam_size == N:  # every item survives to the last step: exactly the filtered ranking
@@ -216,7 +235,7 @@ def test_excluded_history_items_are_replaced_by_the_next_best(beam_size: int, st
 def test_decode_precision_auto_follows_native_bf16(monkeypatch) -> None:
     import importlib
 
-    recommend_module = importlib.import_module("distributed_rec.decode.recommend")
+    recommend_module = importlib.import_module("distributed_rec.decode.scoring")
 
     assert recommend_module.decode_uses_bf16("bf16", "cpu")
     assert not recommend_module.decode_uses_bf16("fp32", "cuda")

@@ -53,6 +53,25 @@ def test_deepspeed_launcher_two_processes_match_one(tmp_path, single_process):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+def test_whole_sequence_two_processes_match_one(tmp_path):
+    """World-size invariance of whole-sequence training: windows, per-window noise, normalisers."""
+    whole = (*STEPS, "--model.attention=inter_item_causal", "--train.global_batch_size=8")
+    single = make_tiny_run(tmp_path / "single")
+    reference = run_train(tiny_config(single.root, *whole, "--train.micro_batch_size=2"))
+    assert reference["whole_sequence"] and reference["gradient_accumulation_steps"] == 4
+    paths = make_tiny_run(tmp_path / "two")
+    config = tiny_config(
+        paths.root,
+        *whole,
+        "--train.micro_batch_size=2",
+        "--train.launcher=deepspeed",
+        "--train.num_procs=2",
+    )
+    assert_same_training(run_train(config), paths, (reference, final_weights(single)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_ray_train_two_workers_match_one(tmp_path, single_process):
     import ray
 

@@ -11,7 +11,7 @@ from train_support import make_tiny_run, tiny_config
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.errors import ArtifactError
-from distributed_rec.train.best_model import load_best_model
+from distributed_rec.model.weights import load_best_model
 from distributed_rec.train.checkpoint import MARKER
 from distributed_rec.train.loop import train_worker
 
@@ -47,6 +47,47 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
     assert not model.training
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, actual[f"model.{name}"]), name
+
+
+@pytest.mark.timeout(120)
+def test_whole_sequence_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
+    overrides = (
+        "--model.attention=inter_item_causal",  # whole-sequence training by default
+        "--train.global_batch_size=8",
+        "--train.micro_batch_size=2",
+        "--train.max_steps=7",
+        "--model.dropout=0.1",
+        "--train.checkpoint_every_steps=2",
+    )
+    straight = make_tiny_run(tmp_path / "straight")  # 24 windows: 3 steps per epoch
+    summary = train_worker(tiny_config(straight.root, *overrides))
+    assert summary["whole_sequence"] and summary["steps"] == 7 and summary["epochs_run"] == 2
+    assert summary["targets_per_s"] > summary["samples_per_s"]  # several targets per window
+    killed = make_tiny_run(tmp_path / "killed")
+    train_worker(tiny_config(killed.root, *overrides), stop_after_step=4)
+    resumed = train_worker(tiny_config(killed.root, *overrides, "--train.resume=true"))
+    assert resumed["last_loss"] == summary["last_loss"]
+    expected, actual = final_weights(straight), final_weights(killed)
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+@pytest.mark.timeout(120)
+def test_whole_sequence_needs_the_windows_of_prepare(tmp_path):
+    import shutil
+
+    paths = make_tiny_run(tmp_path)
+    shutil.rmtree(paths.train_windows)
+    config = tiny_config(paths.root, "--model.attention=inter_item_causal", "--train.max_steps=1")
+    with pytest.raises(ArtifactError, match="prepare --force.*whole_sequence=false"):
+        train_worker(config)
+    no_windows = tiny_config(
+        paths.root,
+        "--model.attention=inter_item_causal",
+        "--train.whole_sequence=false",
+        "--train.max_steps=1",
+    )
+    assert not train_worker(no_windows)["whole_sequence"]
 
 
 @pytest.mark.timeout(120)

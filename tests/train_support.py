@@ -1,4 +1,5 @@
-"""Tiny prepared run directories for the training tests: splits + semantic IDs in tmp_path."""
+"""Tiny prepared run directories for the training tests: splits, training windows and semantic
+IDs in tmp_path."""
 
 from __future__ import annotations
 
@@ -10,19 +11,26 @@ import pyarrow.parquet as pq
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig, load_config
+from distributed_rec.data.split import windows_table
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 
 NUM_ITEMS, NUM_HEADS, CODEBOOK = 40, 4, 8
 
 
-def make_tiny_run(root: Path, num_users: int = 24, seed: int = 0) -> RunPaths:
-    """Users with 5-9 items each; train = every prefix, valid/test = leave-one-out."""
+def make_tiny_run(
+    root: Path, num_users: int = 24, seed: int = 0, max_length: int = 9, max_history: int = 6
+) -> RunPaths:
+    """Users with 5..max_length items each; train = every prefix (and its windows of up to
+    max_history + 1 items), valid/test = leave-one-out."""
     rng = np.random.default_rng(seed)
     paths = RunPaths(root)
     train_rows: list[tuple[int, list[int], int]] = []
     valid_rows, test_rows = [], []
+    sequences = []
     for user in range(num_users):
-        sequence = rng.choice(NUM_ITEMS, size=int(rng.integers(5, 10)), replace=False).tolist()
+        length = int(rng.integers(5, max_length + 1))
+        sequence = rng.choice(NUM_ITEMS, size=length, replace=False).tolist()
+        sequences.append(sequence)
         for end in range(1, len(sequence) - 2):
             train_rows.append((user, sequence[:end], sequence[end]))
         valid_rows.append((user, sequence[:-2], sequence[-2]))
@@ -41,6 +49,18 @@ def make_tiny_run(root: Path, num_users: int = 24, seed: int = 0) -> RunPaths:
     half = len(train_rows) // 2
     pq.write_table(table(train_rows[:half]), paths.train_split / "part-00000.parquet")
     pq.write_table(table(train_rows[half:]), paths.train_split / "part-00001.parquet")
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    windows = windows_table(
+        np.concatenate(sequences).astype(np.int64),
+        np.cumsum(lengths) - lengths,
+        lengths,
+        max_history + 1,
+        np.arange(num_users, dtype=np.int64),
+    )
+    paths.train_windows.mkdir(parents=True, exist_ok=True)
+    half = windows.num_rows // 2
+    pq.write_table(windows.slice(0, half), paths.train_windows / "part-00000.parquet")
+    pq.write_table(windows.slice(half), paths.train_windows / "part-00001.parquet")
     pq.write_table(table(valid_rows), paths.eval_split("valid"))
     pq.write_table(table(test_rows), paths.eval_split("test"))
     codes = np.stack(

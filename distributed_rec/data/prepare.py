@@ -88,6 +88,7 @@ def run_prepare(config: JobConfig) -> dict[str, Any]:
         shutil.rmtree(staging)
     (staging / "interactions").mkdir(parents=True)
     (staging / "splits" / "train").mkdir(parents=True)
+    (staging / "splits" / "train_windows").mkdir(parents=True)
     pq.write_table(items, staging / "items.parquet")
     lengths = cleaned.lengths
     split_counts: dict[str, int] = {}
@@ -125,6 +126,7 @@ def run_prepare(config: JobConfig) -> dict[str, Any]:
         "items_without_text": int(pc.sum(pc.equal(items["text"], "")).as_py() or 0),
         "split": {
             "train_samples": int(np.maximum(lengths - 3, 0).sum()),
+            "train_windows": int(sum(row["train_windows"] for row in shard_rows)),
             **split_counts,
             "max_history": data.max_history,
         },

@@ -1,5 +1,5 @@
-"""Stable user-hash sharding and the Ray Data job that writes interaction and training-sample
-shards (one Ray task per shard: `part-<shard>.parquet` in both folders).
+"""Stable user-hash sharding and the Ray Data job that writes interaction, training-sample and
+training-window shards (one Ray task per shard: `part-<shard>.parquet` in each folder).
 
 Legend: n events, U users. shard(user) = blake2b-64(raw user id, UTF-8) mod num_shards: stable
 across runs, processes and machines (unlike Python's salted hash()).
@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distributed_rec.data.split import SAMPLE_SCHEMA, train_chunks
+from distributed_rec.data.split import SAMPLE_SCHEMA, train_chunks, windows_table
 
 INTERACTION_SCHEMA = pa.schema(
     [
@@ -64,16 +64,22 @@ def write_shard(batch: pa.Table, out_dir: str, max_history: int) -> pa.Table:
         raise RuntimeError(f"a batch holds shards {shards.tolist()}; expected one per batch")
     shard = int(shards[0])
     interactions = batch.drop_columns(["shard"]).cast(INTERACTION_SCHEMA)
-    write_shard_files(interactions, Path(out_dir), shard, max_history)
+    windows = write_shard_files(interactions, Path(out_dir), shard, max_history)
     lengths = np.unique(interactions["user_id"].to_numpy(), return_counts=True)[1]
     samples = int(np.maximum(lengths - 3, 0).sum())
     return pa.table(
-        {"shard": [shard], "interactions": [batch.num_rows], "train_samples": [samples]}
+        {
+            "shard": [shard],
+            "interactions": [batch.num_rows],
+            "train_samples": [samples],
+            "train_windows": [windows],
+        }
     )
 
 
-def write_shard_files(interactions: pa.Table, out_dir: Path, shard: int, max_history: int) -> None:
-    """interactions/part-<shard> and splits/train/part-<shard> of one shard (may be empty)."""
+def write_shard_files(interactions: pa.Table, out_dir: Path, shard: int, max_history: int) -> int:
+    """interactions/, splits/train/ and splits/train_windows/ part-<shard> of one shard (may be
+    empty); returns the number of training windows written."""
     pq.write_table(interactions, out_dir / "interactions" / part_name(shard))
     users, lengths = (
         np.unique(interactions["user_id"].to_numpy(), return_counts=True)
@@ -84,6 +90,10 @@ def write_shard_files(interactions: pa.Table, out_dir: Path, shard: int, max_his
     with pq.ParquetWriter(out_dir / "splits" / "train" / part_name(shard), SAMPLE_SCHEMA) as out:
         for table in train_chunks(item, lengths, max_history, users):
             out.write_table(table)
+    starts = np.cumsum(lengths) - lengths
+    windows = windows_table(item, starts, lengths, max_history + 1, users)
+    pq.write_table(windows, out_dir / "splits" / "train_windows" / part_name(shard))
+    return windows.num_rows
 
 
 def write_shards_with_ray(

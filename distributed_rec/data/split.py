@@ -1,10 +1,15 @@
 """Leave-one-out split (SPEC §2) on time-ordered sequences stored flat.
 
-Legend: n events, U users, S samples, H = max_history. A user's events are
+Legend: n events, U users, S samples, W windows, H = max_history. A user's events are
 `item[starts[u] : starts[u] + lengths[u]]` in time order. Test target = last item, valid target
 = second to last; training samples are every prefix of the rest (history -> next item). A sample
 whose history would be empty is not produced: users with 1 event have no test sample, users with
 <= 2 no valid sample, and the first event of a sequence is never a training target.
+
+For whole-sequence training the same targets are cut into windows of at most H + 1 items: a
+window's first item is context only and every later item is a target, so the windows of a user
+hold each of its training targets exactly once. They are cut from the end of the training
+sequence, so the most recent targets have the longest histories (H items when the user has them).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import pyarrow as pa
 SAMPLE_SCHEMA = pa.schema(
     [("user_id", pa.int64()), ("history", pa.list_(pa.int64())), ("target", pa.int64())]
 )
+WINDOW_SCHEMA = pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64()))])
 
 
 def samples_table(
@@ -83,3 +89,38 @@ def train_chunks(
             samples_table(item, starts[users], user, position, max_history, user_ids[users])
         )
     return [t for t in tables if t.num_rows] or [SAMPLE_SCHEMA.empty_table()]
+
+
+def window_bounds(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, begin, size) int64 [W] of the training windows, each user's in time order.
+
+    A user's training sequence is its first length - 2 events; windows of at most `window`
+    items overlap by one item and end at its last training event.
+    """
+    if window < 2:
+        raise ValueError(f"a window needs at least 2 items (got {window})")
+    train = np.maximum(lengths - 2, 0)
+    targets = np.maximum(train - 1, 0)
+    count = -(-targets // (window - 1))
+    user = np.repeat(np.arange(len(lengths)), count)
+    first = np.cumsum(count) - count
+    from_end = np.repeat(count, count) - 1 - (np.arange(count.sum()) - np.repeat(first, count))
+    end = train[user] - 1 - from_end * (window - 1)
+    begin = np.maximum(end - (window - 1), 0)
+    return user, begin, end - begin + 1
+
+
+def windows_table(
+    item: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    window: int,
+    user_ids: np.ndarray,
+) -> pa.Table:
+    """One row per training window of the users (starts/lengths int64 [U]): user_id, items."""
+    user, begin, size = window_bounds(lengths, window)
+    offsets = np.zeros(len(user) + 1, dtype=np.int64)
+    np.cumsum(size, out=offsets[1:])
+    flat = np.repeat(starts[user] + begin - offsets[:-1], size) + np.arange(offsets[-1])
+    items = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(item[flat]))
+    return pa.Table.from_arrays([pa.array(user_ids[user], pa.int64()), items], schema=WINDOW_SCHEMA)

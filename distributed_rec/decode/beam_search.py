@@ -1,6 +1,7 @@
 """Adaptive-order beam search over the target item's M positions, constrained to real items (§7).
 
-Each of the T steps runs ONE forward pass over every beam of every user of the batch, chooses
+Each of the T steps scores every beam of every user of the batch at once (one `TargetScorer`
+call: a full forward pass per beam, or only the target tokens against a cached history), chooses
 M/T masked positions per beam, and expands them jointly: the candidates of a beam are the
 distinct code tuples at its chosen positions among the items consistent with what the beam has
 filled, so every partial ID agrees with some real item and a complete one is an item.
@@ -17,17 +18,14 @@ Legend: U users, R beams (all users, flat), L tokens, M positions, K codes, P or
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from distributed_rec.decode.constraint import UNFILLED, ValidIdIndex
 from distributed_rec.decode.orders import choose_positions
+from distributed_rec.decode.scoring import TargetScorer
 from distributed_rec.model.vocab import mask_token
-
-LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""(tokens_RL int64, is_pad_RL bool) -> logits [R, M, K] of the last M (target) positions."""
 
 
 @dataclass
@@ -39,20 +37,17 @@ class Beams:
     score_R: torch.Tensor
 
 
-def _target_log_probs(
-    logits_fn: LogitsFn, tokens_UL: torch.Tensor, is_pad_UL: torch.Tensor, beams: Beams, K: int
-) -> torch.Tensor:
+def _target_log_probs(scorer: TargetScorer, beams: Beams, K: int) -> torch.Tensor:
     """fp32 [R, M, K] log-probabilities of the target positions given each beam's filled codes."""
-    M = beams.filled_RM.shape[1]
-    tokens_RL = tokens_UL[beams.user_R]
-    offsets_M = torch.arange(M, device=tokens_RL.device) * K
+    R, M = beams.filled_RM.shape
+    offsets_M = torch.arange(M, device=beams.filled_RM.device) * K
     filled = beams.filled_RM != UNFILLED
-    tokens_RL[:, -M:] = torch.where(
+    target_RM = torch.where(
         filled, beams.filled_RM + offsets_M, mask_token(M, K)
     )  # everything not yet chosen is (re-)masked
-    logits_RMK = logits_fn(tokens_RL, is_pad_UL[beams.user_R])
-    if logits_RMK.shape != (len(tokens_RL), M, K):
-        raise ValueError(f"logits_fn returned {tuple(logits_RMK.shape)}, expected [R, {M}, {K}]")
+    logits_RMK = scorer(beams.user_R, target_RM)
+    if logits_RMK.shape != (R, M, K):
+        raise ValueError(f"the scorer returned {tuple(logits_RMK.shape)}, expected [R, {M}, {K}]")
     return torch.log_softmax(logits_RMK.float(), dim=-1)
 
 
@@ -102,9 +97,8 @@ def _expand(
 
 
 def beam_search(
-    logits_fn: LogitsFn,
-    tokens_UL: torch.Tensor,
-    is_pad_UL: torch.Tensor,
+    scorer: TargetScorer,
+    num_users: int,
     index: ValidIdIndex,
     *,
     beam_size: int,
@@ -115,24 +109,24 @@ def beam_search(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranked items int64 [U, top_k] and their fp32 scores [U, top_k] (-1 / -inf padding).
 
-    `tokens_UL` / `is_pad_UL` are the users' histories followed by a masked target
-    (`encode_histories_for_decoding`), on the index's device. `excluded_UH` int64 [U, H] lists
-    items (-1 padding) that must not appear in user u's list.
+    `scorer` scores the targets of the `num_users` users it was started for (`scoring.py`), on
+    the index's device. `excluded_UH` int64 [U, H] lists items (-1 padding) that must not
+    appear in user u's list.
     """
-    U = tokens_UL.shape[0]
+    U = num_users
     M, K = index.num_heads, index.codebook_size
     if M % steps:
         raise ValueError(f"steps={steps} must divide the number of positions M={M}")
     if beam_size < 1 or top_k < 1:
         raise ValueError(f"beam_size={beam_size} and top_k={top_k} must be >= 1")
-    device = tokens_UL.device
+    device = index.device
     beams = Beams(
         user_R=torch.arange(U, device=device),
         filled_RM=torch.full((U, M), UNFILLED, dtype=torch.int64, device=device),
         score_R=torch.zeros(U, dtype=torch.float32, device=device),
     )
     for step in range(steps):
-        log_probs_RMK = _target_log_probs(logits_fn, tokens_UL, is_pad_UL, beams, K)
+        log_probs_RMK = _target_log_probs(scorer, beams, K)
         filled_RM = beams.filled_RM != UNFILLED
         if order == "adaptive":  # confidence = max probability over the valid codes only
             valid_RMK = index.valid_codes(beams.filled_RM)

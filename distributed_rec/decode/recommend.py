@@ -10,34 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from distributed_rec.decode.beam_search import LogitsFn, beam_search
+from distributed_rec.decode.beam_search import beam_search
 from distributed_rec.decode.constraint import ValidIdIndex
-from distributed_rec.distributed.env import has_native_bf16
-from distributed_rec.model.vocab import encode_histories_for_decoding
+from distributed_rec.decode.scoring import Scoring
+from distributed_rec.model.vocab import encode_sequences
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-
-
-def decode_uses_bf16(precision: str, device_type: str) -> bool:
-    """'bf16' always, 'fp32' never, 'auto' where the device has native bf16 (has_native_bf16)."""
-    if precision == "auto":
-        return has_native_bf16(device_type)
-    return precision == "bf16"
-
-
-def model_logits_fn(model: torch.nn.Module, precision: str = "fp32") -> LogitsFn:
-    """`model.target_logits` in eval mode, under bf16 autocast when `decode_uses_bf16`.
-
-    The logits are returned as fp32, so log-probabilities and beam scores are always fp32.
-    """
-    model.eval()
-    device_type = next(model.parameters()).device.type
-    use_bf16 = decode_uses_bf16(precision, device_type)
-
-    def logits_fn(tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
-            return model.target_logits(tokens_BL, is_pad_BL).float()
-
-    return logits_fn
 
 
 def length_order(histories: Sequence[Sequence[int]]) -> np.ndarray:
@@ -70,7 +47,7 @@ def _padded(histories: Sequence[Sequence[int]]) -> torch.Tensor:
 
 
 def recommend(
-    logits_fn: LogitsFn,
+    scoring: Scoring,
     histories: Sequence[Sequence[int]],
     table: SemanticIdTable,
     *,
@@ -87,6 +64,7 @@ def recommend(
 
     Users are decoded `batch_size` at a time in order of history length (stable), so the
     batches, and therefore the results, depend only on the input order and `batch_size`.
+    `scoring` is `scoring.full_pass(logits_fn)` or `scoring.cached_history(model)`.
     Greedy decoding is `beam_size=1`. Pass a prebuilt `index` to reuse it across calls.
     With `exclude_history`, no user is recommended an item of its own history (the search
     replaces such items with the next best real ones).
@@ -99,14 +77,14 @@ def recommend(
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
-            tokens_UL, is_pad_UL = encode_histories_for_decoding(
+            tokens_UL, is_pad_UL = encode_sequences(
                 [histories[r] for r in batch], dense, table.codebook_size
             )
             excluded_UH = _padded([histories[r] for r in batch]) if exclude_history else None
+            scorer = scoring(tokens_UL.to(index.device), is_pad_UL.to(index.device))
             items_UK, _ = beam_search(
-                logits_fn,
-                tokens_UL.to(index.device),
-                is_pad_UL.to(index.device),
+                scorer,
+                len(batch),
                 index,
                 beam_size=beam_size,
                 steps=steps,

@@ -18,7 +18,7 @@ import numpy as np
 
 from distributed_rec.artifacts import RunPaths, write_json_atomic
 from distributed_rec.config import EvaluateConfig, JobConfig
-from distributed_rec.decode.recommend import decode_uses_bf16
+from distributed_rec.decode.scoring import decode_uses_bf16
 from distributed_rec.distributed.env import resolve_device
 from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.errors import ArtifactError, DistributedRecError
@@ -156,6 +156,7 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
     )
     uses_bf16 = decode_uses_bf16(config.decode.precision, resolve_device(config.device))
     metrics["decode"]["forward_dtype"] = "bf16" if uses_bf16 else "fp32"
+    metrics["decode"]["history_cache"] = config.cached_decoding
     metrics["wall_seconds"] = time.perf_counter() - started
     write_json_atomic(paths.eval_metrics, metrics)
     paths.eval_table.write_text(metrics_markdown(metrics))

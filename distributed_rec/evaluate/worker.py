@@ -10,28 +10,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig
-from distributed_rec.decode import ValidIdIndex, model_logits_fn, recommend
+from distributed_rec.decode import ValidIdIndex, model_scoring, recommend
 from distributed_rec.distributed.env import resolve_device
 from distributed_rec.errors import ArtifactError
 from distributed_rec.evaluate.shards import EvalUsers, shard_path, write_predictions
+from distributed_rec.model import MaskPredictor
+from distributed_rec.model.weights import load_best_model
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 
 CRASH_ONCE_ENV = "DISTRIBUTED_REC_TEST_CRASH_ONCE"
 """Tests only: a marker-file path; the first shard-0 attempt creates it and kills its process."""
 
-_LOADED: dict[tuple[str, int], tuple[torch.nn.Module, SemanticIdTable, ValidIdIndex]] = {}
+_LOADED: dict[tuple[str, int], tuple[MaskPredictor, SemanticIdTable, ValidIdIndex]] = {}
 
 
 def load_for_decoding(
     config: JobConfig,
-) -> tuple[torch.nn.Module, SemanticIdTable, ValidIdIndex]:
+) -> tuple[MaskPredictor, SemanticIdTable, ValidIdIndex]:
     """Model, ID table and constraint index; cached per process and per checkpoint version."""
-    from distributed_rec.train.best_model import load_best_model
-
     paths = RunPaths(Path(config.run_dir))
     if not paths.best_model.exists():
         raise ArtifactError(f"{paths.best_model} is missing: run the train stage first")
@@ -63,7 +61,7 @@ def decode_shard(
     started = time.perf_counter()
     model, table, index = load_for_decoding(config)
     ranked_UK = recommend(
-        model_logits_fn(model, config.decode.precision),
+        model_scoring(model, config.decode.precision, config.cached_decoding),
         users.histories,
         table,
         beam_size=beam_size_for(config, split),

@@ -4,7 +4,8 @@ Noise is drawn once per global batch from an explicit `torch.Generator`, one row
 out from the END of the sequence (column 0 of the item-level arrays is the target item), so a
 sample's masks depend only on its row of noise, never on padding, micro-batch or rank.
 
-Legend: G samples drawn for, B batch, L tokens, I items, S max items, M positions, K codes.
+Legend: G samples (or windows) drawn for, B batch, L tokens, I or N items, S max items,
+M positions, K codes.
 """
 
 from __future__ import annotations
@@ -94,3 +95,71 @@ def sequence_mask(noise: MaskNoise, is_pad_BL: torch.Tensor) -> tuple[torch.Tens
     rate_BL = noise.t_G[:, None].expand(-1, length)
     mask_BL = (token_uniforms(noise, length) < rate_BL) & ~is_pad_BL
     return mask_BL, rate_BL
+
+
+# --- whole-sequence training: one noise draw per item of a window ----------------------------
+
+
+@dataclass(frozen=True)
+class WindowNoise:
+    """Per-window random draws of whole-sequence training; row g belongs to window g.
+
+    Item-level arrays are laid out from the START of the window (column i = item i), so a
+    window's masks depend only on its row, never on padding, micro-batch or rank.
+    k_GS: int64 [G, S] in 1..M, target tokens of item i masked by its next-item draw.
+    order_GSM: float [G, S, M], the k smallest mark them.
+    j_GS: int64 [G, S] in 0..M, item i's history mask rate r = j / M.
+    token_u_GSM: float [G, S, M] in [0, 1), per-token uniforms of the history (or MaskGR) draw.
+    t_G: float [G] in (0, 1], MaskGR mask rate of the window.
+    """
+
+    k_GS: torch.Tensor
+    order_GSM: torch.Tensor
+    j_GS: torch.Tensor
+    token_u_GSM: torch.Tensor
+    t_G: torch.Tensor
+
+    def rows(self, index: np.ndarray | torch.Tensor) -> WindowNoise:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return WindowNoise(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+
+
+def draw_window_noise(
+    generator: torch.Generator, num_windows: int, max_items: int, num_heads: int
+) -> WindowNoise:
+    """Every random number whole-sequence training needs for `num_windows` windows."""
+    G, S, M = num_windows, max_items, num_heads
+    return WindowNoise(
+        k_GS=torch.randint(1, M + 1, (G, S), generator=generator),
+        order_GSM=torch.rand(G, S, M, generator=generator),
+        j_GS=torch.randint(0, M + 1, (G, S), generator=generator),
+        token_u_GSM=torch.rand(G, S, M, generator=generator),
+        t_G=1.0 - torch.rand(G, generator=generator),
+    )
+
+
+def window_next_item_mask(noise: WindowNoise, num_items: int) -> torch.Tensor:
+    """bool [B, N, M]: exactly k_{b,i} of item i's M tokens masked (the next-item draw)."""
+    order_BNM = noise.order_GSM[:, :num_items]
+    rank_BNM = order_BNM.argsort(dim=-1).argsort(dim=-1)
+    return rank_BNM < noise.k_GS[:, :num_items, None]
+
+
+def window_history_mask(
+    noise: WindowNoise, is_real_BN: torch.Tensor, num_heads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, rate) bool/float [B, N, M]: each real token masked with its item's rate j/M."""
+    num_items = is_real_BN.shape[1]
+    rate_BNM = (noise.j_GS[:, :num_items].float() / num_heads)[..., None].expand(-1, -1, num_heads)
+    mask_BNM = (noise.token_u_GSM[:, :num_items] < rate_BNM) & is_real_BN[..., None]
+    return mask_BNM, rate_BNM
+
+
+def window_sequence_mask(
+    noise: WindowNoise, is_real_BN: torch.Tensor, num_heads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, rate) [B, N, M]: MaskGR, every real token masked with its window's rate t."""
+    B, N = is_real_BN.shape
+    rate_BNM = noise.t_G[:, None, None].expand(B, N, num_heads)
+    mask_BNM = (noise.token_u_GSM[:, :N] < rate_BNM) & is_real_BN[..., None]
+    return mask_BNM, rate_BNM

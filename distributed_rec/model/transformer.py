@@ -1,7 +1,8 @@
 """The bidirectional mask predictor (SPEC §5): a pre-norm Transformer encoder over semantic-ID tokens.
 
 Legend: B batch, L tokens (= M * items), I items, M positions per item, K codes per position,
-D model width, H attention heads, V vocabulary (M*K + 2), N selected positions.
+D model width, H attention heads, d head width, V vocabulary (M*K + 2), N selected positions;
+in cached decoding U users and R beams per user.
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distributed_rec.model.attention import attention_mask
+from distributed_rec.model.attention import (
+    attention_mask,
+    history_slots,
+    sequence_slots,
+    within_item_mask,
+)
+from distributed_rec.model.kv_cache import HistoryCache, cached_attention
 from distributed_rec.model.vocab import vocab_size
 
 
@@ -50,6 +57,32 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
         self.dropout = nn.Dropout(dropout)
+
+    def keys_values(self, x_BLD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, H, L, d] of (normalised) inputs, as `forward` computes them."""
+        B, L, D = x_BLD.shape
+        kv = F.linear(x_BLD, self.qkv.weight[D:]).view(B, L, 2, self.num_heads, -1)
+        keys, values = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        return keys, values
+
+    def forward_cached(
+        self, x_URMD: torch.Tensor, cache: HistoryCache, layer: int, own_bias_MM: torch.Tensor
+    ) -> torch.Tensor:
+        """Target tokens [U, R, M, D] of every beam against the cached history: [U, R, M, D]."""
+        U, R, M, D = x_URMD.shape
+        H = self.num_heads
+        qkv = self.qkv(x_URMD).view(U, R, M, 3, H, D // H).permute(3, 0, 1, 4, 2, 5)
+        q_URHMd, k_URHMd, v_URHMd = qkv.unbind(0)
+        y_URHMd = cached_attention(
+            q_URHMd,
+            k_URHMd,
+            v_URHMd,
+            cache.keys[layer],
+            cache.values[layer],
+            cache.key_bias_U11L.to(q_URHMd.dtype),
+            own_bias_MM.to(q_URHMd.dtype),
+        )
+        return self.dropout(self.out(y_URHMd.transpose(2, 3).reshape(U, R, M, D)))
 
     def forward(
         self, x_BLD: torch.Tensor, bias_B1LL: torch.Tensor, query_last: int = 0
@@ -95,6 +128,15 @@ class Block(nn.Module):
         x_BLD = (x_BLD[:, -query_last:] if query_last else x_BLD) + attended
         return x_BLD + self.ffn(self.ffn_norm(x_BLD))
 
+    def forward_cached(
+        self, x_URMD: torch.Tensor, cache: HistoryCache, layer: int, own_bias_MM: torch.Tensor
+    ) -> torch.Tensor:
+        """[U, R, M, D] target tokens -> [U, R, M, D], attending to `cache` at `layer`."""
+        x_URMD = x_URMD + self.attn.forward_cached(
+            self.attn_norm(x_URMD), cache, layer, own_bias_MM
+        )
+        return x_URMD + self.ffn(self.ffn_norm(x_URMD))
+
 
 class PositionHeads(nn.Module):
     """Position-specific output heads: weight [M, K, D]; position l scores codebook l % M."""
@@ -128,7 +170,8 @@ class MaskPredictor(nn.Module):
 
     Input layout (see `vocab.py`): left-padded, token position l holds codebook l % M, the target
     item is the last M positions. The item-slot embedding counts items from the end (target slot
-    0, the most recent history item slot 1, ...), so left padding does not shift it.
+    0, the most recent history item slot 1, ...), or from the first real item under
+    inter-item causal attention (`attention.sequence_slots`); left padding shifts neither.
     """
 
     def __init__(
@@ -166,32 +209,97 @@ class MaskPredictor(nn.Module):
         nn.init.normal_(self.heads.weight, std=0.02)
         nn.init.zeros_(self.heads.bias)
 
+    def embed(self, tokens_BL: torch.Tensor, slots_BL: torch.Tensor) -> torch.Tensor:
+        """Token + position-in-item + item-slot embeddings [B, L, D] (before dropout)."""
+        positions_L = torch.arange(tokens_BL.shape[-1], device=tokens_BL.device)
+        return (
+            self.token_embedding(tokens_BL)
+            + self.position_embedding(positions_L % self.num_heads)
+            + self.slot_embedding(slots_BL)
+        )
+
     def encode(
-        self, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor, last_only: int = 0
+        self,
+        tokens_BL: torch.Tensor,
+        is_pad_BL: torch.Tensor,
+        last_only: int = 0,
+        *,
+        slots_BL: torch.Tensor | None = None,
+        allowed_B1LL: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states, float [B, L, D]; with `last_only` = Q, those of the last Q
-        positions only, [B, Q, D] (the last layer then computes nothing else)."""
+        positions only, [B, Q, D] (the last layer then computes nothing else).
+
+        `slots_BL` and `allowed_B1LL` (bool attention mask) replace the ones the attention kind
+        derives from the padding: the whole-sequence layout (`block_layout.py`) passes its own.
+        """
         B, L = tokens_BL.shape
         M = self.num_heads
         if L % M:
             raise ValueError(f"sequence length {L} is not a multiple of M={M}")
-        if self.max_items < L // M:
-            raise ValueError(f"{L // M} items exceed the model's max_items={self.max_items}")
-        positions = torch.arange(L, device=tokens_BL.device)
-        slots = (L - 1 - positions) // M
-        x_BLD = (
-            self.token_embedding(tokens_BL)
-            + self.position_embedding(positions % M)
-            + self.slot_embedding(slots)
-        )
-        x_BLD = self.dropout(x_BLD)
-        allowed_B1LL = attention_mask(self.attention, is_pad_BL, M)
+        if slots_BL is None:
+            if self.max_items < L // M:
+                raise ValueError(f"{L // M} items exceed the model's max_items={self.max_items}")
+            slots_BL = sequence_slots(self.attention, is_pad_BL, M)
+        elif slots_BL.numel() and int(slots_BL.max()) >= self.max_items:
+            raise ValueError(f"item slot {int(slots_BL.max())} >= max_items={self.max_items}")
+        if allowed_B1LL is None:
+            allowed_B1LL = attention_mask(self.attention, is_pad_BL, M)
+        x_BLD = self.dropout(self.embed(tokens_BL, slots_BL))
         bias_B1LL = torch.zeros(allowed_B1LL.shape, dtype=x_BLD.dtype, device=x_BLD.device)
         bias_B1LL = bias_B1LL.masked_fill(~allowed_B1LL, float("-inf"))
         for depth, block in enumerate(self.blocks):
             is_last = depth == len(self.blocks) - 1
             x_BLD = block(x_BLD, bias_B1LL, last_only if is_last else 0)
         return self.norm(x_BLD)
+
+    def encode_history(self, tokens_UL: torch.Tensor, is_pad_UL: torch.Tensor) -> HistoryCache:
+        """Every layer's keys and values of left-padded histories (no target item appended).
+
+        Exact only under attention where the history never attends the target
+        (`config.HISTORY_CACHE_ATTENTION`); the last layer's outputs are never needed, so only its
+        keys and values are computed.
+        """
+        U, L = tokens_UL.shape
+        M = self.num_heads
+        within_item_mask(self.attention, M, tokens_UL.device)  # raises for other attention
+        if L % M:
+            raise ValueError(f"history length {L} is not a multiple of M={M}")
+        if self.max_items < L // M + 1:
+            raise ValueError(f"{L // M + 1} items exceed the model's max_items={self.max_items}")
+        slots_UL, target_slot_U = history_slots(self.attention, is_pad_UL, M)
+        x_ULD = self.dropout(self.embed(tokens_UL, slots_UL))
+        allowed_U1LL = attention_mask(self.attention, is_pad_UL, M)
+        bias_U1LL = torch.zeros(allowed_U1LL.shape, dtype=x_ULD.dtype, device=x_ULD.device)
+        bias_U1LL = bias_U1LL.masked_fill(~allowed_U1LL, float("-inf"))
+        keys, values = [], []
+        for depth, block in enumerate(self.blocks):
+            k_UHLd, v_UHLd = block.attn.keys_values(block.attn_norm(x_ULD))
+            keys.append(k_UHLd)
+            values.append(v_UHLd)
+            if depth < len(self.blocks) - 1:
+                x_ULD = block(x_ULD, bias_U1LL)
+        key_bias = torch.zeros(U, 1, 1, L, dtype=torch.float32, device=tokens_UL.device)
+        key_bias = key_bias.masked_fill(is_pad_UL[:, None, None, :], float("-inf"))
+        return HistoryCache(keys, values, key_bias, target_slot_U)
+
+    def cached_target_logits(self, cache: HistoryCache, tokens_URM: torch.Tensor) -> torch.Tensor:
+        """float32 logits [U, R, M, K] of R candidate targets per user, given its cached history.
+
+        Equal (to float rounding) to `target_logits` of the history followed by each target.
+        """
+        U, R, M = tokens_URM.shape
+        if cache.num_users != U or self.num_heads != M:
+            raise ValueError(f"targets {tuple(tokens_URM.shape)} do not fit a cache of {U} users")
+        slots_URM = cache.target_slot_U[:, None, None].expand(U, R, M)
+        x_URMD = self.dropout(self.embed(tokens_URM, slots_URM))
+        own_bias_MM = torch.zeros(M, M, dtype=torch.float32, device=tokens_URM.device)
+        own_bias_MM = own_bias_MM.masked_fill(
+            ~within_item_mask(self.attention, M, tokens_URM.device), float("-inf")
+        )
+        for depth, block in enumerate(self.blocks):
+            x_URMD = block.forward_cached(x_URMD, cache, depth, own_bias_MM)
+        return self.head(self.norm(x_URMD).reshape(U * R, M, -1)).float().view(U, R, M, -1)
 
     def head(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
         """Scores of the K codes of each position's codebook: [B, L, K]."""

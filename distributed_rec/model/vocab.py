@@ -70,3 +70,24 @@ def encode_histories_for_decoding(
     return encode_sequences(
         [list(h) + [placeholder] for h in histories], item_codes, codebook_size, mask_last_item=True
     )
+
+
+def encode_windows(
+    windows: Sequence[Sequence[int]], item_codes: np.ndarray, codebook_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token windows for whole-sequence training.
+
+    Returns tokens int64 [B, N, M] (item i of window b at [b, i]; PAD past its end) and the
+    window lengths int64 [B], N = the longest window.
+    """
+    num_heads = item_codes.shape[1]
+    lengths = np.fromiter((len(w) for w in windows), np.int64, len(windows))
+    longest = int(lengths.max(initial=0))
+    tokens = np.full(
+        (len(windows), longest, num_heads), pad_token(num_heads, codebook_size), dtype=np.int64
+    )
+    offsets = np.arange(num_heads, dtype=np.int64) * codebook_size
+    for row, items in enumerate(windows):
+        if len(items):
+            tokens[row, : len(items)] = item_codes[np.asarray(items, dtype=np.int64)] + offsets
+    return torch.from_numpy(tokens), torch.from_numpy(lengths)

@@ -1,6 +1,7 @@
 """Training samples and the deterministic order in which every process consumes them.
 
-An epoch is a permutation of all samples seeded by (seed, epoch), cut into global batches (the
+A sample is a prefix (history then target) or, for whole-sequence training, a window of a
+user's items whose items 1.. are all targets. An epoch is a permutation of all samples seeded by (seed, epoch), cut into global batches (the
 incomplete last one is dropped). Inside a global batch, samples are sorted by length and cut into
 micro-batches, so padding is per micro-batch and small; micro-batch j goes to rank j % world at
 accumulation index j // world. Every process derives the same plan, so the union of what the
@@ -24,11 +25,15 @@ from distributed_rec.errors import ArtifactError, DataError
 
 @dataclass(frozen=True)
 class SampleSet:
-    """Sequences (history items then the target) stored flat: items of sample i are
-    `items[offsets[i]:offsets[i+1]]`."""
+    """Sequences stored flat: items of sample i are `items[offsets[i]:offsets[i+1]]`.
+
+    A prefix sample (history items then the target) has one next-item target; a window
+    (`windows=True`) has one per item after its first.
+    """
 
     offsets: np.ndarray
     items: np.ndarray
+    windows: bool = False
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -38,8 +43,50 @@ class SampleSet:
         """int64 [num_samples]: items per sequence (history + 1)."""
         return np.diff(self.offsets)
 
+    @property
+    def targets(self) -> np.ndarray:
+        """int64 [num_samples]: next-item targets per sequence."""
+        return self.lengths - 1 if self.windows else np.ones(len(self), dtype=np.int64)
+
     def sequences(self, index: np.ndarray) -> list[np.ndarray]:
         return [self.items[self.offsets[i] : self.offsets[i + 1]] for i in index]
+
+
+def _part_files(path: Path, missing: str) -> list[Path]:
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        raise ArtifactError(f"{path} has no samples: {missing}")
+    return files
+
+
+def read_windows(path: Path, max_items: int) -> SampleSet:
+    """Whole-sequence training windows (a folder of part-*.parquet, name order).
+
+    Every window must have 2..max_items items: prepare cuts them for data.max_history + 1.
+    """
+    files = _part_files(
+        path,
+        "run the prepare stage first (prepare output older than whole-sequence training has "
+        "none: re-run `prepare --force`, or train with --train.whole_sequence=false)",
+    )
+    lengths_parts, items_parts = [], []
+    for file in files:
+        column = pq.read_table(file, columns=["items"])["items"]
+        if column.null_count:
+            raise DataError(file, "null training window")
+        windows = column.combine_chunks()
+        lengths = np.diff(windows.offsets.to_numpy().astype(np.int64))
+        if len(lengths) and (lengths.min() < 2 or lengths.max() > max_items):
+            row = int(np.argmax((lengths < 2) | (lengths > max_items)))
+            raise ArtifactError(
+                f"{file}: window {row} has {int(lengths[row])} items, expected 2..{max_items} "
+                "(data.max_history + 1): re-run the prepare stage with this data.max_history"
+            )
+        lengths_parts.append(lengths)
+        items_parts.append(pc.cast(windows.flatten(), "int64").to_numpy())
+    lengths = np.concatenate(lengths_parts)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return SampleSet(offsets=offsets, items=np.concatenate(items_parts), windows=True)
 
 
 def read_samples(path: Path, max_history: int) -> SampleSet:
@@ -47,9 +94,7 @@ def read_samples(path: Path, max_history: int) -> SampleSet:
 
     Histories longer than `max_history` keep their most recent items.
     """
-    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
-    if not files or not files[0].exists():
-        raise ArtifactError(f"{path} has no samples: run the prepare stage first")
+    files = _part_files(path, "run the prepare stage first")
     lengths_parts, items_parts = [], []
     for file in files:
         table = pq.read_table(file, columns=["history", "target"])

@@ -27,9 +27,10 @@ from distributed_rec.distributed.env import resolve_device
 __all__ = ["Trainer", "resolve_device", "train_worker"]
 from distributed_rec.errors import ArtifactError
 from distributed_rec.model import build_mask_predictor, count_parameters
-from distributed_rec.model.masking import draw_noise, noise_generator
+from distributed_rec.model.masking import draw_noise, draw_window_noise, noise_generator
 from distributed_rec.model.objectives import Normalisers, TrainingObjective
-from distributed_rec.model.vocab import encode_sequences
+from distributed_rec.model.vocab import encode_sequences, encode_windows
+from distributed_rec.model.whole_sequence import WholeSequenceObjective
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 from distributed_rec.train import checkpoint
 from distributed_rec.train.data import (
@@ -37,6 +38,7 @@ from distributed_rec.train.data import (
     epoch_order,
     micro_batches,
     read_samples,
+    read_windows,
     steps_per_epoch,
 )
 from distributed_rec.train.ds_config import deepspeed_config, resolve_precision
@@ -56,6 +58,7 @@ class Progress:
     step_in_epoch: int = 0
     global_step: int = 0
     samples: int = 0
+    targets: int = 0
     tokens: int = 0
     train_seconds: float = 0.0
     train_cpu_seconds: float = 0.0
@@ -96,13 +99,17 @@ class Trainer:
         self.paths = RunPaths(Path(config.run_dir))
         self.table = SemanticIdTable.read(self.paths.semantic_ids)
         self.max_items = config.data.max_history + 1
-        self.samples = read_samples(self.paths.train_split, config.data.max_history)
+        self.whole_sequence = config.whole_sequence_training
+        if self.whole_sequence:
+            self.samples = read_windows(self.paths.train_windows, self.max_items)
+        else:
+            self.samples = read_samples(self.paths.train_split, config.data.max_history)
         self.item_codes = _item_codes(self.table, self.samples)
         self.epoch_steps = steps_per_epoch(len(self.samples), self.cfg.global_batch_size)
         if self.epoch_steps == 0:
             raise ConfigError(
                 f"train.global_batch_size={self.cfg.global_batch_size} exceeds the "
-                f"{len(self.samples)} training samples"
+                f"{len(self.samples)} training {'windows' if self.whole_sequence else 'samples'}"
             )
         self.total_steps = self.epoch_steps * self.cfg.max_epochs
         if self.cfg.max_steps:
@@ -113,7 +120,8 @@ class Trainer:
             config.model, self.table.num_heads, self.table.codebook_size, self.max_items
         )
         self.num_parameters = count_parameters(model)
-        objective = TrainingObjective(model, config.model).to(self.device)
+        wrapper = WholeSequenceObjective if self.whole_sequence else TrainingObjective
+        objective = wrapper(model, config.model).to(self.device)
         optimizer, scheduler = build_optimizer(objective, self.cfg, self.total_steps)
         self.engine, _, _, _ = deepspeed.initialize(
             model=objective,
@@ -164,21 +172,24 @@ class Trainer:
         """One optimiser step on global batch `ids_G`; returns its loss terms (all processes)."""
         M, K, G = self.table.num_heads, self.table.codebook_size, len(ids_G)
         lengths_G = self.samples.lengths[ids_G]
-        norm = Normalisers(target_tokens=float(G * M), real_tokens=float(lengths_G.sum() * M))
-        noise = draw_noise(noise_generator(self.cfg.seed, epoch, step), G, self.max_items, M)
+        targets = int(self.samples.targets[ids_G].sum())
+        norm = Normalisers(target_tokens=float(targets * M), real_tokens=float(lengths_G.sum() * M))
+        draw = draw_window_noise if self.whole_sequence else draw_noise
+        noise = draw(noise_generator(self.cfg.seed, epoch, step), G, self.max_items, M)
         torch.manual_seed(_dropout_seed(self.cfg.seed, epoch, step, self.dist.rank))
         sums: dict[str, torch.Tensor] = {}
         shares = micro_batches(
             ids_G, lengths_G, self.cfg.micro_batch_size, self.dist.rank, self.dist.world_size
         )
+        encode = encode_windows if self.whole_sequence else encode_sequences
         for micro in shares:
-            tokens_BL, is_pad_BL = encode_sequences(
+            tokens, pad_or_lengths = encode(
                 self.samples.sequences(micro.sample_ids), self.item_codes, K
             )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast_bf16):
                 terms = self.engine(
-                    tokens_BL.to(self.device),
-                    is_pad_BL.to(self.device),
+                    tokens.to(self.device),
+                    pad_or_lengths.to(self.device),
                     noise.rows(micro.rows),
                     norm,
                 )
@@ -199,12 +210,14 @@ class Trainer:
         order = epoch_order(len(self.samples), cfg.seed, progress.epoch)
         for step in range(progress.step_in_epoch, self.epoch_steps):
             wall, cpu = time.perf_counter(), time.process_time()
-            losses = self.train_step(progress.epoch, step, order[step * G : (step + 1) * G])
-            tokens = int(self.samples.lengths[order[step * G : (step + 1) * G]].sum())
-            tokens *= self.table.num_heads
+            ids_G = order[step * G : (step + 1) * G]
+            losses = self.train_step(progress.epoch, step, ids_G)
+            tokens = int(self.samples.lengths[ids_G].sum()) * self.table.num_heads
+            targets = int(self.samples.targets[ids_G].sum())
             progress.global_step += 1
             progress.step_in_epoch = step + 1
             progress.samples += G
+            progress.targets += targets
             progress.tokens += tokens
             progress.last_loss = losses["loss"]
             progress.train_seconds += time.perf_counter() - wall
@@ -215,6 +228,7 @@ class Trainer:
                 lr=float(self.engine.get_lr()[0]),
                 grad_norm=self.engine.get_global_grad_norm(),
                 samples=G,
+                targets=targets,
                 tokens=tokens,
                 seconds=time.perf_counter() - wall,
                 log_every=cfg.log_every_steps,
@@ -254,6 +268,9 @@ class Trainer:
             "last_loss": progress.last_loss,
             "tokens_per_s": progress.tokens / max(progress.train_seconds, 1e-9),
             "samples_per_s": progress.samples / max(progress.train_seconds, 1e-9),
+            # next-item targets: one per prefix sample, one per item after the first of a window
+            "targets_per_s": progress.targets / max(progress.train_seconds, 1e-9),
+            "whole_sequence": self.whole_sequence,
             "train_seconds": progress.train_seconds,
             # CPU time of rank 0's training steps (all its threads): throughput per CPU-second
             # is the figure to compare on a machine shared with other work

@@ -22,13 +22,14 @@ def peak_rss_mb() -> float:
 
 class Reporter:
     """TensorBoard tags: train/loss, train/<term>, train/lr, train/grad_norm,
-    perf/tokens_per_s, perf/samples_per_s, valid/<metric>, valid/best_<monitor>."""
+    perf/tokens_per_s, perf/samples_per_s, perf/targets_per_s (next-item targets: one per
+    prefix sample, one per item after the first of a window), valid/<metric>, valid/best."""
 
     def __init__(self, paths: RunPaths, is_main: bool, total_steps: int, initial_step: int) -> None:
         self.paths, self.is_main = paths, is_main
         self.writer: Any = None
         self.bar: Any = None
-        self._window = [0, 0, 0.0]  # samples, tokens, seconds since the last log
+        self._window = [0, 0, 0, 0.0]  # samples, targets, tokens, seconds since the last log
         if is_main:
             from torch.utils.tensorboard import SummaryWriter
             from tqdm import tqdm
@@ -51,6 +52,7 @@ class Reporter:
         lr: float,
         grad_norm: Any,
         samples: int,
+        targets: int,
         tokens: int,
         seconds: float,
         log_every: int,
@@ -58,32 +60,32 @@ class Reporter:
         if not self.is_main:
             return
         self._window = [
-            self._window[0] + samples,
-            self._window[1] + tokens,
-            self._window[2] + seconds,
+            a + b for a, b in zip(self._window, (samples, targets, tokens, seconds), strict=False)
         ]
         self.bar.update(1)
         if step % max(1, log_every):
             return
-        window_samples, window_tokens, window_seconds = self._window
+        window_samples, window_targets, window_tokens, window_seconds = self._window
         samples_per_s = window_samples / max(window_seconds, 1e-9)
+        targets_per_s = window_targets / max(window_seconds, 1e-9)
         tokens_per_s = window_tokens / max(window_seconds, 1e-9)
-        self._window = [0, 0, 0.0]
+        self._window = [0, 0, 0, 0.0]
         for name, value in losses.items():
             self.writer.add_scalar(f"train/{name}", value, step)
         self.writer.add_scalar("train/lr", lr, step)
         if grad_norm is not None:
             self.writer.add_scalar("train/grad_norm", float(grad_norm), step)
         self.writer.add_scalar("perf/samples_per_s", samples_per_s, step)
+        self.writer.add_scalar("perf/targets_per_s", targets_per_s, step)
         self.writer.add_scalar("perf/tokens_per_s", tokens_per_s, step)
-        self.bar.set_postfix(loss=f"{losses['loss']:.4f}", samples_s=f"{samples_per_s:.0f}")
+        self.bar.set_postfix(loss=f"{losses['loss']:.4f}", targets_s=f"{targets_per_s:.0f}")
         if self.bar.disable:  # not a terminal (a log file): a line instead of the bar
             log.info(
-                "step %d: loss %.4f, lr %.2e, %.0f samples/s, %.0f tokens/s",
+                "step %d: loss %.4f, lr %.2e, %.0f targets/s, %.0f tokens/s",
                 step,
                 losses["loss"],
                 lr,
-                samples_per_s,
+                targets_per_s,
                 tokens_per_s,
             )
 

@@ -15,8 +15,8 @@ from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig
 from distributed_rec.distributed import env
 from distributed_rec.model import MaskPredictor
+from distributed_rec.model.weights import save_best_model
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-from distributed_rec.train.best_model import save_best_model
 from distributed_rec.train.data import read_eval_split
 
 
@@ -38,14 +38,14 @@ def validate(
     index: Any = None,
 ) -> dict[str, float]:
     """Ranking metrics (recall@k, ndcg@k) of the generated top-k on the given users."""
-    from distributed_rec.decode import recommend
+    from distributed_rec.decode import model_scoring, recommend
     from distributed_rec.evaluate.metrics import ranking_metrics
 
     was_training = model.training
     model.eval()
     try:
         ranked_UK = recommend(
-            model.target_logits,
+            model_scoring(model, "fp32", config.cached_decoding),
             histories,
             table,
             beam_size=config.decode.valid_beam_size,

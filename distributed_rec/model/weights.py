@@ -1,5 +1,6 @@
-"""The best mask-predictor weights (DIR/train/best/model.pt): saved during training, loaded by
-evaluation. Plain state dict of tensors, loaded with `torch.load(weights_only=True)`."""
+"""The best mask-predictor weights (DIR/train/best/model.pt): saved by training, loaded for
+decoding (evaluation, benchmarks). Plain state dict of tensors, loaded with
+`torch.load(weights_only=True)`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig
 from distributed_rec.errors import ArtifactError
-from distributed_rec.model import MaskPredictor, build_mask_predictor
+from distributed_rec.model.transformer import MaskPredictor
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 
 
@@ -42,6 +43,8 @@ def load_best_model(config: JobConfig, device: str = "cpu") -> MaskPredictor:
         ) from None
     if not isinstance(state, dict):
         raise ArtifactError(f"{path} does not hold a state dict; re-run the train stage")
+    from distributed_rec.model import build_mask_predictor
+
     model = build_mask_predictor(
         config.model, table.num_heads, table.codebook_size, config.data.max_history + 1
     )
