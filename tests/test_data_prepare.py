@@ -86,6 +86,7 @@ def check_contract(stats: dict, paths: RunPaths, max_history: int = 20) -> None:
 def test_scientific_5core(tmp_path, scientific_dir):
     stats, paths = prepare(tmp_path, "--data.format=lcrec", f"--data.path={scientific_dir}")
     assert (stats["users"], stats["items"], stats["interactions"]) == (8317, 4344, 58492)
+    assert (stats["split"]["train_samples"], stats["split"]["train_windows"]) == (33541, 8371)
     assert stats["dropped"] == {"duplicate": 0, "kcore": 0}
     check_contract(stats, paths)
     # the last event of user 0 is the test target, the one before it the valid target
@@ -100,6 +101,7 @@ def test_office_5core(tmp_path, office_dir):
     stats, paths = prepare(tmp_path, "--data.format=lcrec", f"--data.path={office_dir}",
                            "--data.num_shards=3")  # fmt: skip
     assert (stats["users"], stats["items"], stats["interactions"]) == (4905, 2420, 53258)
+    assert (stats["split"]["train_samples"], stats["split"]["train_windows"]) == (38543, 5375)
     assert len(list(paths.train_split.glob("part-*.parquet"))) == 3
     check_contract(stats, paths)
 

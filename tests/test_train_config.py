@@ -83,11 +83,17 @@ def test_micro_batches_split_a_global_batch_the_same_way_for_any_world_size():
     lengths = np.random.default_rng(0).integers(1, 10, size=16)
     single = micro_batches(ids, lengths, 4, rank=0, world_size=1)
     ranks = [micro_batches(ids, lengths, 4, rank=r, world_size=2) for r in range(2)]
-    # world 2 holds exactly world 1's micro-batches, alternating between the ranks
-    assert [m.rows.tolist() for m in single] == [
-        m.rows.tolist() for pair in zip(*ranks, strict=True) for m in pair
-    ]
     assert sorted(np.concatenate([m.rows for m in single]).tolist()) == list(range(16))
+    # world 2: every other sample of the length order per rank, the same rows in all
+    by_length = np.argsort(-lengths, kind="stable")
+    for rank, shares in enumerate(ranks):
+        rows = np.concatenate([m.rows for m in shares])
+        assert rows.tolist() == by_length[rank::2].tolist()
+        assert all(np.array_equal(m.sample_ids, ids[m.rows]) for m in shares)
+    assert sorted(np.concatenate([m.rows for r in ranks for m in r]).tolist()) == list(range(16))
+    # balanced: the ranks' total lengths differ by less than the longest sample
+    totals = [sum(int(lengths[m.rows].sum()) for m in shares) for shares in ranks]
+    assert abs(totals[0] - totals[1]) < lengths.max()
     # sorted by length: each micro-batch's lengths are contiguous in the sorted order
     sorted_lengths = [lengths[m.rows] for m in single]
     assert all(a.min() >= b.max() for a, b in zip(sorted_lengths, sorted_lengths[1:], strict=False))

@@ -10,8 +10,19 @@ Legend: B batch, L tokens, M positions per item, K codes, N masked positions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Normalisers:
+    """Denominators of the whole global batch: target tokens (M per next-item target) and real
+    (non-pad) tokens."""
+
+    target_tokens: float
+    real_tokens: float
 
 
 def token_codes(tokens_BL: torch.Tensor, num_heads: int, codebook_size: int) -> torch.Tensor:

@@ -5,22 +5,16 @@ Legend: B batch, L tokens, M positions per item, K codes, D width, N masked posi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from distributed_rec.config import ModelConfig
 from distributed_rec.model import losses, masking
+from distributed_rec.model.losses import Normalisers
 from distributed_rec.model.transformer import MaskPredictor
 from distributed_rec.model.vocab import mask_token
+from distributed_rec.model.whole_sequence import whole_sequence_terms
 
-
-@dataclass(frozen=True)
-class Normalisers:
-    """Denominators of the whole global batch: target tokens (G*M) and real (non-pad) tokens."""
-
-    target_tokens: float
-    real_tokens: float
+__all__ = ["Normalisers", "TrainingObjective", "masked_pass", "objective_terms"]
 
 
 def masked_pass(
@@ -82,18 +76,26 @@ def objective_terms(
 
 class TrainingObjective(torch.nn.Module):
     """The module handed to DeepSpeed: wraps the predictor so every parameter is used inside
-    `forward` (ZeRO-3 gathers parameters per module call)."""
+    `forward` (ZeRO-3 gathers parameters per module call).
 
-    def __init__(self, model: MaskPredictor, model_cfg: ModelConfig) -> None:
+    Per prefix: forward(tokens_BL, is_pad_BL, MaskNoise, norm); with `whole_sequence`:
+    forward(windows_BNM, lengths_B, WindowNoise, norm) (`whole_sequence.py`).
+    """
+
+    def __init__(
+        self, model: MaskPredictor, model_cfg: ModelConfig, whole_sequence: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.model_cfg = model_cfg
+        self.whole_sequence = whole_sequence
 
     def forward(
         self,
-        tokens_BL: torch.Tensor,
-        is_pad_BL: torch.Tensor,
-        noise: masking.MaskNoise,
+        tokens: torch.Tensor,
+        pad_or_lengths: torch.Tensor,
+        noise: masking.MaskNoise | masking.WindowNoise,
         norm: Normalisers,
     ) -> dict[str, torch.Tensor]:
-        return objective_terms(self.model, tokens_BL, is_pad_BL, noise, self.model_cfg, norm)
+        terms = whole_sequence_terms if self.whole_sequence else objective_terms
+        return terms(self.model, tokens, pad_or_lengths, noise, self.model_cfg, norm)

@@ -35,7 +35,7 @@ from distributed_rec.model.block_layout import (
     stream_positions,
     stream_tokens,
 )
-from distributed_rec.model.objectives import Normalisers
+from distributed_rec.model.losses import Normalisers
 from distributed_rec.model.transformer import MaskPredictor
 from distributed_rec.model.vocab import mask_token, pad_token
 
@@ -137,21 +137,3 @@ def whole_sequence_terms(
         total = total + model_cfg.history_loss_weight * terms["history"]
     terms["loss"] = total
     return terms
-
-
-class WholeSequenceObjective(torch.nn.Module):
-    """The module handed to DeepSpeed for whole-sequence training (cf. `TrainingObjective`)."""
-
-    def __init__(self, model: MaskPredictor, model_cfg: ModelConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.model_cfg = model_cfg
-
-    def forward(
-        self,
-        windows_BNM: torch.Tensor,
-        lengths_B: torch.Tensor,
-        noise: masking.WindowNoise,
-        norm: Normalisers,
-    ) -> dict[str, torch.Tensor]:
-        return whole_sequence_terms(self.model, windows_BNM, lengths_B, noise, self.model_cfg, norm)

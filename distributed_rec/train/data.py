@@ -2,11 +2,12 @@
 
 A sample is a prefix (history then target) or, for whole-sequence training, a window of a
 user's items whose items 1.. are all targets. An epoch is a permutation of all samples seeded by (seed, epoch), cut into global batches (the
-incomplete last one is dropped). Inside a global batch, samples are sorted by length and cut into
-micro-batches, so padding is per micro-batch and small; micro-batch j goes to rank j % world at
-accumulation index j // world. Every process derives the same plan, so the union of what the
-processes see -- and the masking noise of each sample, drawn per global batch -- does not depend
-on the world size.
+incomplete last one is dropped). Inside a global batch, samples are sorted by length and dealt
+round-robin to the ranks (sample i of the length order to rank i % world), so every rank gets the
+same mix of lengths and the ranks finish their steps together; each rank cuts its share, still in
+length order, into micro-batches, so padding is per micro-batch and small. Every process derives
+the same plan, so the union of what the processes see -- and the masking noise of each sample,
+drawn per global batch -- does not depend on the world size.
 
 Legend: G global batch, B micro-batch, L tokens, M positions per item.
 """
@@ -169,5 +170,5 @@ def micro_batches(
     if G % (micro_batch * world_size):
         raise ValueError(f"global batch {G} is not a multiple of {micro_batch} x {world_size}")
     by_length = np.argsort(-lengths, kind="stable")
-    chunks = by_length.reshape(-1, micro_batch)
-    return [MicroBatch(sample_ids=global_ids[rows], rows=rows) for rows in chunks[rank::world_size]]
+    chunks = by_length[rank::world_size].reshape(-1, micro_batch)
+    return [MicroBatch(sample_ids=global_ids[rows], rows=rows) for rows in chunks]

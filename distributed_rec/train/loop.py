@@ -30,7 +30,6 @@ from distributed_rec.model import build_mask_predictor, count_parameters
 from distributed_rec.model.masking import draw_noise, draw_window_noise, noise_generator
 from distributed_rec.model.objectives import Normalisers, TrainingObjective
 from distributed_rec.model.vocab import encode_sequences, encode_windows
-from distributed_rec.model.whole_sequence import WholeSequenceObjective
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 from distributed_rec.train import checkpoint
 from distributed_rec.train.data import (
@@ -120,8 +119,7 @@ class Trainer:
             config.model, self.table.num_heads, self.table.codebook_size, self.max_items
         )
         self.num_parameters = count_parameters(model)
-        wrapper = WholeSequenceObjective if self.whole_sequence else TrainingObjective
-        objective = wrapper(model, config.model).to(self.device)
+        objective = TrainingObjective(model, config.model, self.whole_sequence).to(self.device)
         optimizer, scheduler = build_optimizer(objective, self.cfg, self.total_steps)
         self.engine, _, _, _ = deepspeed.initialize(
             model=objective,
