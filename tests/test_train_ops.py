@@ -129,3 +129,17 @@ def test_deepspeed_op_loads_after_a_killed_build(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "loaded"
     assert "a stale lock left by a build that was killed" in result.stderr
+
+
+def test_lock_whose_holders_cannot_be_known_is_never_removed(tmp_path, monkeypatch):
+    from distributed_rec.train import ds_ops
+
+    monkeypatch.setattr(ds_ops, "holders", lambda path: None)  # a system without /proc
+    (tmp_path / "lock").touch()
+    with pytest.raises(DistributedRecError) as err, build_lock(tmp_path, timeout=0.5):
+        pass
+    assert str(err.value).startswith(
+        f"{tmp_path / 'lock'}: torch's extension build lock still held after 0.5 s by "
+        "process(es) unknown; "
+    )
+    assert (tmp_path / "lock").exists()

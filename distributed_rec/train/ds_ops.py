@@ -14,8 +14,9 @@ message (torch's FileBaton has no timeout).
   killed build never leaves it held;
 - a torch `lock` file that no process has open (the builder keeps it open while it builds;
   checked in /proc/<pid>/fd) is stale: it is removed, with a warning naming it;
-- a `lock` (or flock) held by a live process is waited on for at most `timeout` seconds, then a
-  DistributedRecError names the file and the process ids holding it.
+- a `lock` (or flock) held by a live process, or a `lock` whose holders cannot be known (no
+  /proc), is waited on for at most `timeout` seconds, then a DistributedRecError names the file
+  and the process ids holding it.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ BUILD_WAIT_SECONDS = 600.0
 _POLL_SECONDS = 0.2
 
 
-def holders(path: Path) -> list[int]:
+def holders(path: Path) -> list[int] | None:
     """Ids of the other processes that have `path` open (Linux /proc; those this user may
-    inspect)."""
+    inspect); None where this cannot be known (no /proc)."""
+    if not Path("/proc/self/fd").is_dir():
+        return None
     target = os.path.realpath(path)
     found: list[int] = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
@@ -55,7 +58,7 @@ def holders(path: Path) -> list[int]:
 
 
 def _held_error(path: Path, timeout: float, what: str) -> DistributedRecError:
-    pids = ", ".join(str(p) for p in holders(path)) or "unknown"
+    pids = ", ".join(str(p) for p in holders(path) or []) or "unknown"
     return DistributedRecError(
         f"{path}: {what} still held after {timeout:g} s by process(es) {pids}; if no "
         "build is running, stop those processes or delete the file, then start again"
@@ -81,7 +84,7 @@ def build_lock(build_dir: Path, timeout: float = BUILD_WAIT_SECONDS) -> Iterator
         try:
             baton = build_dir / "lock"
             while baton.exists():
-                if not holders(baton):
+                if holders(baton) == []:  # None (unknown): wait, never remove
                     log.warning(
                         "removing %s: a stale lock left by a build that was killed (no process "
                         "has it open); the op is built again",
