@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import tomllib
 import types
 import typing
@@ -54,7 +56,7 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if not (value > 0 or (allow_zero and value == 0)):  # NaN fails both
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{key}={value!r} must be {bound}")
 
@@ -551,9 +553,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key} expects a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} expects a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} expects a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ConfigError(f"{key} expects a string, got {value!r}")
@@ -562,6 +567,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        where = f"section {prefix.rstrip('.')}" if prefix else "the config"
+        raise ConfigError(f"{where} must be a mapping of keys, got {type(values).__name__}")
     types_by_name = _field_types(cls)
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
@@ -626,11 +634,19 @@ def resolve_named_file(
 ) -> Path:
     """A file path, or the name of a `<name>.toml` shipped in `directory` ('debug', 'paper')."""
     path = Path(name_or_path)
-    if path.suffix in suffixes and path.exists():
+    if path.suffix in suffixes and path.is_file():
         return path
     candidate = directory / f"{name_or_path}.toml"
     if candidate.exists():
         return candidate
+    expected = " or ".join(suffixes)
+    if path.is_file():
+        raise ConfigError(
+            f"{option}={name_or_path!r} is a file but not a {expected} file; "
+            f"rename it to end in {expected}"
+        )
+    if path.is_dir():
+        raise ConfigError(f"{option}={name_or_path!r} is a folder, not a {expected} file")
     known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
     raise ConfigError(f"{option}={name_or_path!r} is neither a file nor one of: {known}")
 
@@ -640,13 +656,51 @@ def resolve_recipe(name_or_path: str) -> Path:
     return resolve_named_file(name_or_path, RECIPE_DIR, "--config", (".toml", ".json"))
 
 
+def _unique_keys(path: Path) -> Any:
+    """A json object_pairs_hook refusing a key named twice (json would keep the last)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        record = dict(pairs)
+        if len(record) < len(pairs):
+            names = [k for k, _ in pairs]
+            repeated = next(k for i, k in enumerate(names) if k in names[:i])
+            raise ConfigError(f"{path}: cannot parse recipe: key {repeated!r} appears twice")
+        return record
+
+    return hook
+
+
+def _check_document(values: Any, cls: type, where: Path, prefix: str = "") -> None:
+    """Before merging: a recipe is a mapping whose sections (dataclass fields) are mappings."""
+    if not isinstance(values, dict):
+        kinds = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+        kind = kinds.get(type(values), "a number")
+        if not prefix:
+            raise ConfigError(
+                f"{where}: a recipe must be a table/object of sections and keys "
+                f'(e.g. {{"train": {{"lr": 0.001}}}}), got {kind}'
+            )
+        section = prefix.rstrip(".")
+        raise ConfigError(f"{where}: {section} is a section; it must hold keys, got {kind}")
+    for name, annotation in _field_types(cls).items():
+        if name in values and dataclasses.is_dataclass(annotation):
+            _check_document(values[name], annotation, where, f"{prefix}{name}.")
+
+
 def read_recipe(path: Path) -> dict[str, Any]:
     try:
         if path.suffix == ".json":
-            return json.loads(path.read_text())
-        return tomllib.loads(path.read_text())
+            values = json.loads(path.read_text(), object_pairs_hook=_unique_keys(path))
+        else:
+            values = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path}: cannot parse recipe: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: cannot parse recipe: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read recipe ({err.strerror})") from None
+    _check_document(values, JobConfig, path)
+    return values
 
 
 def load_config(recipe: str | None = None, overrides: list[str] | None = None) -> JobConfig:
@@ -690,6 +744,28 @@ def load_layered_config(
 def config_from_dict(values: dict[str, Any]) -> JobConfig:
     """Rebuild a JobConfig from `to_dict()` output (e.g. a run's config.json)."""
     return _build(JobConfig, values, "")
+
+
+def check_run_dir(run_dir: str) -> Path:
+    """`run_dir` as a Path, checked before anything is written: a folder (existing or to be
+    created) this user can write, not a file or a path under a file."""
+    path = Path(run_dir)
+    existing = path
+    for existing in (path, *path.parents):
+        try:
+            if existing.exists():
+                break
+        except OSError as err:  # e.g. a parent folder this user may not enter
+            raise ConfigError(f"run_dir={run_dir!r}: cannot inspect {existing} ({err})") from None
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
+        raise ConfigError(f"run_dir={run_dir!r} {where}, not a folder; choose another --run_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"run_dir={run_dir!r}: {existing} is not writable by this user; "
+            "choose another --run_dir"
+        )
+    return path
 
 
 def save_config(config: JobConfig, path: Path) -> None:

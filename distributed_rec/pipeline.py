@@ -18,7 +18,7 @@ from distributed_rec.artifacts import (
     mark_stage_done,
     stage_is_current,
 )
-from distributed_rec.config import JobConfig, save_config
+from distributed_rec.config import JobConfig, check_run_dir, save_config
 from distributed_rec.errors import StageUnavailableError
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def load_stage(stage: str) -> Callable[[JobConfig], dict[str, Any]]:
 
 def run_stage(stage: str, config: JobConfig, force: bool = False) -> dict[str, Any]:
     """Run one stage unless its outputs are current; returns its summary."""
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths(check_run_dir(config.run_dir))
     save_config(config, paths.config)
     function = load_stage(stage)
     key = stage_key(stage, config)

@@ -156,3 +156,110 @@ def test_block_diffusion_switches_accept_toml_booleans(tmp_path):
     )
     config = load_config(str(recipe))
     assert not config.whole_sequence_training and config.cached_decoding
+
+
+def float_keys() -> list[str]:
+    """Every float key of the config, as section.key (or key)."""
+    import dataclasses
+    import typing
+
+    keys = []
+    for section in dataclasses.fields(JobConfig):
+        cls = typing.get_type_hints(JobConfig)[section.name]
+        if dataclasses.is_dataclass(cls):
+            hints = typing.get_type_hints(cls)
+            keys += [
+                f"{section.name}.{f.name}"
+                for f in dataclasses.fields(cls)
+                if hints[f.name] is float
+            ]
+        elif cls is float:
+            keys.append(section.name)
+    return keys
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_nan_and_inf_are_rejected_for_every_float_key(value):
+    keys = float_keys()
+    assert "train.lr" in keys and len(keys) >= 15
+    for key in keys:
+        with pytest.raises(ConfigError, match=rf"^{key} expects a finite number, got '{value}'$"):
+            load_config(None, [f"--{key}={value}"])
+
+
+def test_nan_in_recipe_files_is_rejected(tmp_path):
+    (tmp_path / "r.toml").write_text("[train]\nlr = nan\n")
+    with pytest.raises(ConfigError, match=r"^train.lr expects a finite number, got nan$"):
+        load_config(str(tmp_path / "r.toml"))
+    (tmp_path / "r.json").write_text('{"tokenize": {"beta": Infinity}}')
+    with pytest.raises(ConfigError, match=r"^tokenize.beta expects a finite number, got inf$"):
+        load_config(str(tmp_path / "r.json"))
+
+
+def test_json_recipe_must_be_an_object_of_sections(tmp_path, capsys):
+    recipe = tmp_path / "r.json"
+    recipe.write_text('[{"train": {"lr": 0.1}}]')
+    message = (
+        f"{recipe}: a recipe must be a table/object of sections and keys "
+        '(e.g. {"train": {"lr": 0.001}}), got a list'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(str(recipe), ["--train.lr=0.2"])
+    assert str(err.value) == message
+    assert main(["prepare", f"--config={recipe}"]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    recipe.write_text('{"train": 5}')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(recipe), ["--train.lr=0.2"])  # the override must not hide the bad section
+    assert str(err.value) == f"{recipe}: train is a section; it must hold keys, got a number"
+    recipe.write_text('{"train": {"lr": 0.1, "max_epochs": 3, "lr": 0.2}}')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(recipe))
+    assert str(err.value) == f"{recipe}: cannot parse recipe: key 'lr' appears twice"
+
+
+def test_config_file_without_recipe_suffix(tmp_path):
+    plain = tmp_path / "recipe.txt"
+    plain.write_text("[train]\nlr = 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(plain))
+    assert str(err.value) == (
+        f"--config={str(plain)!r} is a file but not a .toml or .json file; "
+        "rename it to end in .toml or .json"
+    )
+    with pytest.raises(ConfigError, match=r"is a folder, not a \.toml or \.json file$"):
+        load_config(str(tmp_path))
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_run_dir_that_is_a_file_is_an_error_before_anything_is_written(tmp_path, capsys, where):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder\n")
+    run_dir = blocker if where == "file" else blocker / "run"
+    assert main(["prepare", f"--run_dir={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    if where == "file":
+        expected = (
+            f"error: run_dir={str(run_dir)!r} is a file, not a folder; choose another --run_dir\n"
+        )
+    else:
+        expected = (
+            f"error: run_dir={str(run_dir)!r} is under {blocker}, which is a file, not a folder; "
+            "choose another --run_dir\n"
+        )
+    assert err.endswith(expected) and "Traceback" not in err
+    assert blocker.read_text() == "not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_run_dir_that_cannot_be_written_is_an_error(tmp_path, monkeypatch, capsys):
+    import distributed_rec.config as config_module
+
+    # the tests run as root, who may write anywhere: stand in for a read-only folder
+    monkeypatch.setattr(config_module.os, "access", lambda path, mode: False)
+    assert main(["prepare", f"--run_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: run_dir={str(tmp_path / 'run')!r}: {tmp_path} is not writable by this user; "
+        "choose another --run_dir\n"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -15,16 +15,18 @@ from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import load_config
 from distributed_rec.data.prepare import run_prepare
 from distributed_rec.data.sharding import user_shards
+from distributed_rec.distributed.ray_runtime import start_local_ray
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    """One local Ray for the module; run_prepare reuses it instead of starting its own."""
+    """One local Ray for the module (on loopback, as the stage starts it); run_prepare reuses
+    it instead of starting its own."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    start_local_ray(num_cpus=2, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from eval_support import NUM_ITEMS, NUM_USERS, build_run_dir, eval_config
+from net_support import ListenWatch
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.errors import ArtifactError
@@ -92,9 +93,12 @@ def test_ray_shards_survive_a_killed_worker(tmp_path: Path, monkeypatch) -> None
     import ray
 
     assert not ray.is_initialized()
-    with_ray = run_evaluate(config)
+    with ListenWatch() as watch:
+        with_ray = run_evaluate(config)
     assert marker.exists()  # the first attempt of shard 0 died with os._exit(1)
     assert not ray.is_initialized()  # the stage stopped the instance it started
+    assert {"gcs_server", "raylet"} <= watch.names(), watch.seen
+    assert watch.beyond_loopback() == []  # the local instance listens on loopback only
     monkeypatch.delenv(CRASH_ONCE_ENV)
     alone = run_evaluate(reference)
     assert with_ray["test"] == alone["test"] and with_ray["valid"] == alone["valid"]

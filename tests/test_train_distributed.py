@@ -1,5 +1,6 @@
 """Two processes with ZeRO-2 on CPU (gloo), through the `deepspeed` launcher and Ray Train,
-give the loss and weights of one process with the same global batch (fp32 tolerance)."""
+give the loss and weights of one process with the same global batch (fp32 tolerance); on one
+machine nothing they start listens beyond loopback (the store, gloo, Ray)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 
 import pytest
 import torch
+from net_support import ListenWatch
 from train_support import make_tiny_run, tiny_config
 
 from distributed_rec.artifacts import RunPaths
@@ -28,8 +30,10 @@ def final_weights(paths: RunPaths) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
     paths = make_tiny_run(tmp_path_factory.mktemp("single"))
-    summary = run_train(tiny_config(paths.root, *STEPS, "--train.launcher=local"))
+    with ListenWatch() as watch:
+        summary = run_train(tiny_config(paths.root, *STEPS, "--train.launcher=local"))
     assert summary["world_size"] == 1 and summary["gradient_accumulation_steps"] == 4
+    assert watch.seen and watch.beyond_loopback() == []  # the store and gloo of a world of one
     return summary, final_weights(paths)
 
 
@@ -48,7 +52,12 @@ def assert_same_training(summary, paths, reference):
 def test_deepspeed_launcher_two_processes_match_one(tmp_path, single_process):
     paths = make_tiny_run(tmp_path)
     config = tiny_config(paths.root, *STEPS, "--train.launcher=deepspeed", "--train.num_procs=2")
-    assert_same_training(run_train(config), paths, single_process)
+    with ListenWatch() as watch:
+        summary = run_train(config)
+    assert_same_training(summary, paths, single_process)
+    workers = {(name, ip, port) for name, ip, port in watch.seen if name != "pytest"}
+    assert len(workers) >= 2, watch.seen  # rank 0's store, the ranks' gloo listeners
+    assert watch.beyond_loopback() == []
 
 
 @pytest.mark.slow
@@ -80,7 +89,10 @@ def test_ray_train_two_workers_match_one(tmp_path, single_process):
         paths.root, *STEPS, "--train.launcher=ray", "--train.num_procs=2", "--ray.num_cpus=2"
     )
     try:
-        summary = run_train(config)
+        with ListenWatch() as watch:
+            summary = run_train(config)
     finally:
         ray.shutdown()
     assert_same_training(summary, paths, single_process)
+    assert {"gcs_server", "raylet"} <= watch.names(), watch.seen
+    assert watch.beyond_loopback() == []

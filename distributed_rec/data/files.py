@@ -5,10 +5,13 @@ Every problem is either raised as a DataError naming file and line or counted th
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
+import re
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -102,18 +105,85 @@ class WholeLines:
         self._gz.close()
 
 
+class CountingReader:
+    """Binary reader passing `raw` through and counting the newlines it hands out."""
+
+    closed = False
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self.newlines, self.ends_with_newline = raw, 0, True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if data:
+            self.newlines += data.count(b"\n")
+            self.ends_with_newline = data.endswith(b"\n")
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+        self.raw.close()
+
+    @property
+    def lines(self) -> int:
+        """Physical lines read (a last line without a newline counts)."""
+        return self.newlines + (0 if self.ends_with_newline else 1)
+
+
+def record_start_lines(path: Path, delimiter: str, records: int) -> np.ndarray | None:
+    """int64 [records + 1]: physical line where CSV record r (1-based, the header is 1) starts,
+    skipping blank lines as Arrow does; None when the file holds fewer records than that."""
+    starts = np.zeros(records + 1, dtype=np.int64)
+    found, previous = 0, 0
+    try:
+        with open_text(path) as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            for cells in reader:
+                if cells and found < records:
+                    found += 1
+                    starts[found] = previous + 1
+                previous = reader.line_num
+    except (EOFError, gzip.BadGzipFile, zlib.error, csv.Error, UnicodeDecodeError):
+        pass
+    return starts if found == records else None
+
+
 def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
+    """Text of a plain or .gz file; UTF-8 skips a leading byte-order mark (utf-8-sig)."""
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding=encoding, newline="")
     return path.open("r", encoding=encoding, newline="")
 
 
+def _utf8(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+
+
+def _decode_error(
+    path: Path, data: bytes, err: UnicodeDecodeError, encoding: str, first_line: int = 1
+) -> DataError:
+    """The error for undecodable bytes of `data` (lines from `first_line`), at their line."""
+    line = first_line + data.count(b"\n", 0, err.start)
+    column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+    return DataError(path, f"not {encoding} text ({err.reason} at byte {column} of the line)", line)
+
+
 def iter_lines(path: Path, issues: Issues, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of non-blank lines; a truncated .gz ends the file early."""
+    """(1-based physical line number, text) of non-blank lines, decoded line by line so that
+    bytes that are not `encoding` name their own line; a truncated .gz ends the file early."""
     lineno = 0
+    utf8 = _utf8(encoding)
     try:
-        with open_text(path, encoding) as handle:
-            for lineno, text in enumerate(handle, 1):  # noqa: B007 (lineno used after the loop)
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+            for lineno, data in enumerate(handle, 1):  # noqa: B007 (lineno used after the loop)
+                try:
+                    text = data.decode(encoding)
+                except UnicodeDecodeError as err:
+                    raise _decode_error(path, data, err, encoding, lineno) from None
+                if lineno == 1 and utf8:
+                    text = text.removeprefix("\ufeff")
                 if text.strip():
                     yield lineno, text
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
@@ -123,21 +193,45 @@ def iter_lines(path: Path, issues: Issues, encoding: str = "utf-8") -> Iterator[
             f"compressed file is truncated or corrupt ({err}); records after this line are lost",
             line=lineno + 1,
         )
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"not {encoding} text ({err.reason})", lineno + 1) from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice (Python's json would silently keep the last)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key!r} appears twice in one object")
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return record
+
+
+_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_pairs)
 
 
 def iter_json_records(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, object) of a JSON-lines file; unparsable lines are reported as malformed_json."""
+    """(line, object) of a JSON-lines file; unparsable lines are reported as malformed_json,
+    objects repeating a key (at any depth) as duplicate_key."""
     empty = True
     for lineno, text in iter_lines(path, issues):
         empty = False
         try:
-            record = json.loads(text)
+            record = _UNIQUE_KEYS.decode(text)
         except json.JSONDecodeError as err:
             issues.report(
                 "malformed_json", path, f"not valid JSON ({err.msg}, column {err.colno})", lineno
             )
+            continue
+        except DuplicateKey as err:
+            issues.report("duplicate_key", path, str(err), lineno)
             continue
         if not isinstance(record, dict):
             issues.report("malformed_json", path, "expected a JSON object on each line", lineno)
@@ -147,23 +241,85 @@ def iter_json_records(path: Path, issues: Issues) -> Iterator[tuple[int, dict[st
         raise DataError(path, "file is empty")
 
 
-def load_json_document(path: Path) -> Any:
-    """A whole-file JSON document (LC-Rec files); a parse error names line and column."""
+@dataclass
+class RepeatedKey:
+    """A key a JSON object of a document names again: the object keeps the first value."""
+
+    key: str
+    value: Any
+    """The later value, left out of the object."""
+    owner: dict[str, Any]
+    """The object that repeats the key (compare with `is`)."""
+    line: int | None = None
+    """Physical line of the repeat, for keys of the top-level object (found in the text)."""
+
+
+@dataclass
+class JsonDocument:
+    """A whole-file JSON document and the keys its objects repeat."""
+
+    value: Any
+    repeated: list[RepeatedKey]
+
+    def __post_init__(self) -> None:
+        # every owner stays alive (in `value` or in a repeat), so its id() is unique
+        self._by_owner: dict[int, list[RepeatedKey]] = {}
+        for repeat in self.repeated:
+            self._by_owner.setdefault(id(repeat.owner), []).append(repeat)
+
+    def repeats_in(self, owner: dict[str, Any]) -> list[RepeatedKey]:
+        """The repeated keys of the object `owner`, in document order."""
+        return self._by_owner.get(id(owner), [])
+
+
+def _key_lines(text: str, key: str) -> list[int]:
+    """Physical lines of `"key":` in `text` (as json.dumps writes it, escaped or not)."""
+    spellings = {json.dumps(key), json.dumps(key, ensure_ascii=False)}
+    pattern = "|".join(re.escape(s) for s in spellings)
+    return [text.count("\n", 0, m.start()) + 1 for m in re.finditer(rf"(?:{pattern})\s*:", text)]
+
+
+def load_json_document(path: Path) -> JsonDocument:
+    """A whole-file JSON document (LC-Rec files); a parse error names line and column.
+
+    Objects repeating a key keep the first value; each repeat is listed in `repeated` (found
+    while parsing, with object_pairs_hook), with its line when it is a top-level key."""
     try:
-        with open_text(path) as handle:
-            text = handle.read()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+            data = handle.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise DataError(path, f"compressed file is truncated or corrupt ({err})") from None
+    try:
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(path, f"not UTF-8 text ({err.reason})") from None
+        raise _decode_error(path, data.removeprefix(b"\xef\xbb\xbf"), err, "utf-8") from None
     if not text.strip():
         raise DataError(path, "file is empty")
+    repeated: list[RepeatedKey] = []
+
+    def first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        record = dict(pairs)
+        if len(record) == len(pairs):
+            return record
+        record = {}
+        for key, value in pairs:
+            if key in record:
+                repeated.append(RepeatedKey(key, value, record))
+            else:
+                record[key] = value
+        return record
+
     try:
-        return json.loads(text)
+        value = json.loads(text, object_pairs_hook=first_wins)
     except json.JSONDecodeError as err:
         raise DataError(
             path, f"not valid JSON ({err.msg}, column {err.colno})", err.lineno
         ) from None
+    lines: dict[str, list[int]] = {}
+    for repeat in (r for r in repeated if r.owner is value):
+        found = lines.setdefault(repeat.key, _key_lines(text, repeat.key)[1:])
+        repeat.line = found.pop(0) if found else None
+    return JsonDocument(value, repeated)
 
 
 def read_csv_strings(
@@ -190,10 +346,10 @@ def read_csv_strings(
     bad_rows: list[int] = []
 
     def on_invalid(row: Any) -> str:
-        bad_rows.append(row.number)
+        bad_rows.append(row.number)  # the record number (serial parsing always knows it)
         return "skip"
 
-    source = WholeLines(path) if path.suffix == ".gz" else path.open("rb")
+    source = CountingReader(WholeLines(path) if path.suffix == ".gz" else path.open("rb"))
     batches: list[pa.RecordBatch] = []
     schema = pa.schema([(name, pa.string()) for name in names])
     damage: BaseException | None = None
@@ -212,23 +368,30 @@ def read_csv_strings(
         damage = err
     finally:
         source.close()
-    damage = damage or getattr(source, "error", None)
+    damage = damage or getattr(source.raw, "error", None)
+    table = pa.Table.from_batches(batches, schema=schema)
+    # Arrow numbers records (header = 1, blank lines not counted); they are physical lines
+    # unless the file has blank lines or quoted newlines, then a csv pass maps them
+    records = 1 + table.num_rows + len(bad_rows)
+    starts = np.arange(records + 1, dtype=np.int64)
+    if source.lines != records:
+        starts = record_start_lines(path, delimiter, records)
+        if starts is None:
+            starts = np.arange(records + 1, dtype=np.int64)
     if damage is not None:
-        rows = sum(len(b) for b in batches) + len(bad_rows)
         problem = f"truncated or corrupt; records after this line are lost ({damage})"
-        issues.report("truncated_file", path, problem, line=rows + 2)
+        issues.report("truncated_file", path, problem, line=source.lines + 1)
     if bad_rows:
         issues.report(
             "malformed_row",
             path,
             f"expected {len(names)} cells",
-            line=bad_rows[0],
+            line=int(starts[bad_rows[0]]),
             count=len(bad_rows),
         )
-    table = pa.Table.from_batches(batches, schema=schema)
     if table.num_rows == 0 and not issues.total:
         raise DataError(path, "file has a header but no rows")
-    lines = np.arange(table.num_rows, dtype=np.int64) + 2
-    for bad in sorted(b for b in bad_rows if b is not None):
-        lines[lines >= bad] += 1
+    good = np.ones(records + 1, dtype=bool)
+    good[[0, 1, *bad_rows]] = False
+    lines = starts[good]
     return table.append_column("line", pa.array(lines))

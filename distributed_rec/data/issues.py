@@ -23,6 +23,8 @@ class Issues:
     def __init__(self, mode: str) -> None:
         self.lenient = mode == "lenient"
         self.counts: Counter[str] = Counter()
+        self.first: dict[str, str] = {}
+        """reason -> 'file:line: problem' of the first skip counted under it."""
         self._reports: Counter[str] = Counter()
 
     def report(
@@ -33,8 +35,9 @@ class Issues:
             raise DataError(path, problem, line)
         self.counts[reason] += count
         self._reports[reason] += 1
+        where = f"{path}:{line}" if line is not None else str(path)
+        self.first.setdefault(reason, f"{where}: {problem}")
         if self._reports[reason] <= _WARN_PER_REASON:
-            where = f"{path}:{line}" if line is not None else str(path)
             log.warning("skipped (%s) %s: %s", reason, where, problem)
 
     @property
@@ -43,3 +46,12 @@ class Issues:
 
     def as_dict(self) -> dict[str, int]:
         return {reason: int(n) for reason, n in sorted(self.counts.items())}
+
+    def summary(self) -> str:
+        """'reason: count (first: file:line: problem); ...', most frequent reason first."""
+        return "; ".join(
+            f"{reason}: {n} (first: {self.first[reason]})"
+            if reason in self.first
+            else f"{reason}: {n}"
+            for reason, n in self.counts.most_common()
+        )

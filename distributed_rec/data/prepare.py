@@ -72,12 +72,18 @@ def run_prepare(config: JobConfig) -> dict[str, Any]:
     }
     metadata = unique_metadata(raw)
     drop_missing_metadata(raw, metadata)
+    if raw.interactions.num_rows == 0:
+        raise DataError(
+            raw.interactions_path,
+            f"no interactions left: every one of the {raw.records} record(s) was skipped "
+            f"(data.errors=lenient): {raw.issues.summary()}",
+        )
     cleaned = clean(raw, data.kcore)
     if len(cleaned.user) == 0:
         raise DataError(
             raw.interactions_path,
             f"no interactions left after cleaning (dropped: {cleaned.dropped}); "
-            "lower data.kcore or check the input",
+            f"lower data.kcore (now {data.kcore}) or check the input",
         )
     items = items_table(cleaned.item_ids, metadata, raw, data)
     read_seconds = time.perf_counter() - started

@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 from distributed_rec.data.issues import Issues
 
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+MAX_TIMESTAMP = 2**63 - 1
+"""Timestamps are numbers in 0 .. MAX_TIMESTAMP (any unit: s, ms, us, ns; larger is later)."""
 
 
 @dataclass
@@ -52,8 +54,9 @@ def _first_line(table: pa.Table, mask: pa.Array) -> int | None:
     return line if line >= 0 else None
 
 
-def _blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    missing = pc.is_null(column)
+def is_blank(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """bool: null, NaN (a float column's null) or an empty / whitespace-only string."""
+    missing = pc.is_null(column, nan_is_null=True)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         missing = pc.or_kleene(missing, pc.equal(pc.utf8_trim_whitespace(column), ""))
     return pc.fill_null(missing, True)
@@ -69,16 +72,9 @@ def _drop(
     return table.filter(pc.invert(bad))
 
 
-def validate_interactions(table: pa.Table, path: Path, issues: Issues) -> pa.Table:
-    """Drop (lenient) or reject (strict) rows with a missing user, item or timestamp or a
-    non-numeric timestamp; returns user, item, timestamp:int64 (floored), line.
-
-    Arrow timestamps become their integer value in their own unit, dates days since 1970."""
-    for column, reason in (("user", "null_user"), ("item", "null_item")):
-        table = _drop(table, _blank(table[column]), reason, f"empty {column} id", path, issues)
-    table = _drop(
-        table, _blank(table["timestamp"]), "missing_field", "empty timestamp", path, issues
-    )
+def _timestamps(table: pa.Table, path: Path, issues: Issues) -> pa.Table:
+    """`table` with column timestamp as int64 (floored): non-numbers and values outside
+    0 .. MAX_TIMESTAMP are `bad_timestamp`."""
     stamps = table["timestamp"]
     if pa.types.is_timestamp(stamps.type) or pa.types.is_date(stamps.type):
         stamps = pc.cast(
@@ -95,16 +91,67 @@ def validate_interactions(table: pa.Table, path: Path, issues: Issues) -> pa.Tab
         stamps = pc.utf8_trim_whitespace(table["timestamp"])
         try:
             stamps = pc.cast(stamps, pa.int64())
-        except pa.ArrowInvalid:  # decimals or exponents: parsed as float, floored below
+        except pa.ArrowInvalid:  # decimals, exponents, beyond int64: parsed as float, checked below
             stamps = pc.cast(stamps, pa.float64())
     if not pa.types.is_integer(stamps.type):
-        stamps = pc.floor(pc.cast(stamps, pa.float64()))
-    stamps = pc.cast(stamps, pa.int64())
+        stamps = pc.cast(stamps, pa.float64())
+        out = pc.invert(pc.and_(pc.greater_equal(stamps, 0), pc.less(stamps, 2.0**63)))
+    elif pa.types.is_unsigned_integer(stamps.type):
+        out = pc.greater(stamps, MAX_TIMESTAMP)
+    else:
+        out = pc.less(stamps, 0)
+    if pc.any(out).as_py():
+        value = table["timestamp"].filter(out)[0].as_py()
+        negative = pc.less(stamps.filter(out)[0], 0).as_py()
+        problem = (
+            f"timestamp {value!r} is {'negative' if negative else 'larger than 2^63-1'} "
+            "(timestamps must be in 0 .. 2^63-1)"
+        )
+        table = table.set_column(table.column_names.index("timestamp"), "timestamp", stamps)
+        table = _drop(table, out, "bad_timestamp", problem, path, issues)
+        stamps = table["timestamp"]
+    if pa.types.is_floating(stamps.type):
+        stamps = pc.floor(stamps)
+    return table.set_column(
+        table.column_names.index("timestamp"), "timestamp", pc.cast(stamps, pa.int64())
+    )
+
+
+def validate_interactions(table: pa.Table, path: Path, issues: Issues) -> pa.Table:
+    """Drop (lenient) or reject (strict) rows with a missing user, item or timestamp (null,
+    NaN or empty) or a timestamp that is not a number in 0 .. 2^63-1; returns user, item,
+    timestamp:int64 (floored), line.
+
+    Arrow timestamps become their integer value in their own unit, dates days since 1970."""
+    for column, reason in (("user", "null_user"), ("item", "null_item")):
+        table = _drop(table, is_blank(table[column]), reason, f"empty {column} id", path, issues)
+    table = _drop(
+        table, is_blank(table["timestamp"]), "missing_field", "empty timestamp", path, issues
+    )
+    table = _timestamps(table, path, issues)
     return pa.table(
         {
             "user": table["user"],
             "item": table["item"],
-            "timestamp": stamps,
+            "timestamp": table["timestamp"],
             "line": pc.cast(table["line"], pa.int64()),
         }
     )
+
+
+def require_integer_ids(
+    table: pa.Table, path: Path, issues: Issues, reasons: dict[str, str], source: str
+) -> pa.Table:
+    """Drop (lenient) or reject (strict) rows whose id in a column of `reasons` (column ->
+    reason) is not an unsigned integer, for formats whose ids are integers (`source` names the
+    format in the message). Nulls are left to the null checks."""
+    for column, reason in reasons.items():
+        values = table[column]
+        if pa.types.is_integer(values.type):
+            continue
+        bad = pc.fill_null(pc.invert(pc.match_substring_regex(values, r"^[0-9]+$")), False)
+        if pc.any(bad).as_py():
+            value = values.filter(bad)[0].as_py()
+            problem = f"{column} id {value!r} is not an integer ({source} ids are integers)"
+            table = _drop(table, bad, reason, problem, path, issues)
+    return table

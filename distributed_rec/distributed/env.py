@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from distributed_rec.distributed.loopback import LOOPBACK, LOOPBACK_HOSTS, init_single_node_group
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -64,17 +66,22 @@ def free_port() -> int:
 def init_distributed(backend: str = "gloo") -> DistEnv:
     """Join (or create) the default process group.
 
-    Ray Train initialises the group itself; torchrun and the deepspeed launcher set RANK,
-    WORLD_SIZE, MASTER_ADDR and MASTER_PORT (env:// rendezvous); a plain process without them
-    gets a private world of size 1 on a free local port (its environment is left untouched).
+    Ray Train on a cluster initialises the group itself; torchrun and the deepspeed launcher set
+    RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; a plain process without them gets a private
+    world of size 1 (its environment is left untouched). On one machine (MASTER_ADDR a loopback
+    address, or a world of one) the group listens on loopback only (`loopback.py`); with another
+    MASTER_ADDR it is torch's env:// rendezvous.
     """
     if not dist.is_initialized():
-        if "WORLD_SIZE" in os.environ:
-            dist.init_process_group(backend=backend)
+        master = os.environ.get("MASTER_ADDR", "")
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's
+        if "WORLD_SIZE" not in os.environ:
+            init_single_node_group(backend, LOOPBACK, 0, 0, 1)
+        elif master in LOOPBACK_HOSTS and not agent_store:
+            rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+            init_single_node_group(backend, master, int(os.environ["MASTER_PORT"]), rank, world)
         else:
-            dist.init_process_group(
-                backend=backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
-            )
+            dist.init_process_group(backend=backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", rank if world == 1 else 0))
     os.environ.setdefault("LOCAL_RANK", str(local_rank))  # DeepSpeed asserts it is set

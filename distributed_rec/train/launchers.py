@@ -13,7 +13,8 @@ from typing import Any
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig, config_from_dict, replace_section, save_config
-from distributed_rec.distributed.env import free_port, resolve_device
+from distributed_rec.distributed.env import free_port, resolve_device, shutdown_distributed
+from distributed_rec.distributed.loopback import LOOPBACK, without_loopback_choices
 from distributed_rec.errors import DistributedRecError
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ def launch_deepspeed(config: JobConfig) -> None:
     job_config_path = paths.stage_dir("train") / "launch_config.json"
     save_config(config, job_config_path)
     environment = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS_VARIABLES}
+    if config.train.hostfile:  # several machines: gloo/NCCL must not be held to loopback
+        environment = without_loopback_choices(environment)
     command = deepspeed_command(config, job_config_path)
     log.info("launching: %s", " ".join(command))
     completed = subprocess.run(command, env=environment, check=False)
@@ -66,7 +69,9 @@ def launch_deepspeed(config: JobConfig) -> None:
 
 
 def _ray_train_loop(loop_config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker; Ray has already formed the process group."""
+    """Runs on every Ray Train worker. On a cluster Ray has formed the process group; on the
+    local instance (`master_port` given) the workers form it here, listening on loopback only
+    (Ray Train's own store would listen on every interface)."""
     import ray.train
 
     from distributed_rec.train.loop import train_worker
@@ -74,7 +79,30 @@ def _ray_train_loop(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     os.environ["LOCAL_RANK"] = str(context.get_local_rank())
     os.environ["LOCAL_WORLD_SIZE"] = str(context.get_local_world_size())
+    port = loop_config.get("master_port")
+    if port:
+        os.environ["RANK"] = str(context.get_world_rank())
+        os.environ["WORLD_SIZE"] = str(context.get_world_size())
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
     train_worker(config_from_dict(loop_config["job"]))
+    if port:
+        shutdown_distributed()
+
+
+def _workers_form_the_group() -> Any:
+    """A TorchConfig whose Ray Train backend leaves the process group to the workers."""
+    from ray.train.backend import Backend
+    from ray.train.torch import TorchConfig
+
+    class WorkersFormTheGroup(Backend):
+        share_cuda_visible_devices = True  # as Ray's torch backend: local ranks index GPUs
+
+    class LoopbackTorchConfig(TorchConfig):
+        @property
+        def backend_cls(self) -> type:
+            return WorkersFormTheGroup
+
+    return LoopbackTorchConfig
 
 
 def launch_ray(config: JobConfig) -> None:
@@ -83,31 +111,33 @@ def launch_ray(config: JobConfig) -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from distributed_rec.distributed.ray_runtime import start_local_ray
+
     run_dir = Path(config.run_dir).resolve()
     config = replace_section(config, "train", launcher="local")
     config = config_from_dict({**config.to_dict(), "run_dir": str(run_dir)})
     use_gpu = resolve_device(config.device) == "cuda"
     started_here = not ray.is_initialized()
-    if started_here:
-        if config.ray.address or os.environ.get("RAY_ADDRESS"):
-            # `ray job submit` sets RAY_ADDRESS: join that cluster
-            ray.init(address=config.ray.address or None)
-        else:
-            ray.init(
-                num_cpus=config.ray.num_cpus or None,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-            )
+    local = started_here and not (config.ray.address or os.environ.get("RAY_ADDRESS"))
+    if local:
+        start_local_ray(config.ray.num_cpus)
+    elif started_here:  # `ray job submit` sets RAY_ADDRESS: join that cluster
+        ray.init(address=config.ray.address or None)
+    loop_config: dict[str, Any] = {"job": config.to_dict()}
+    torch_config_class = TorchConfig
+    if local:
+        loop_config["master_port"] = free_port()
+        torch_config_class = _workers_form_the_group()
     try:
         trainer = TorchTrainer(
             _ray_train_loop,
-            train_loop_config={"job": config.to_dict()},
+            train_loop_config=loop_config,
             scaling_config=ScalingConfig(
                 num_workers=config.train.num_procs,
                 use_gpu=use_gpu,
                 resources_per_worker={"CPU": config.ray.actor_num_cpus},
             ),
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            torch_config=torch_config_class(backend="nccl" if use_gpu else "gloo"),
             run_config=RunConfig(name="train", storage_path=str(run_dir / "train" / "ray")),
         )
         result = trainer.fit()

@@ -41,6 +41,7 @@ from distributed_rec.train.data import (
     steps_per_epoch,
 )
 from distributed_rec.train.ds_config import deepspeed_config, resolve_precision
+from distributed_rec.train.ds_ops import load_deepspeed_ops
 from distributed_rec.train.early_stopping import EarlyStopping
 from distributed_rec.train.optim import build_optimizer
 from distributed_rec.train.reporting import Reporter
@@ -121,6 +122,7 @@ class Trainer:
         self.num_parameters = count_parameters(model)
         objective = TrainingObjective(model, config.model, self.whole_sequence).to(self.device)
         optimizer, scheduler = build_optimizer(objective, self.cfg, self.total_steps)
+        load_deepspeed_ops()  # a build killed earlier must not hang deepspeed.initialize
         self.engine, _, _, _ = deepspeed.initialize(
             model=objective,
             optimizer=optimizer,

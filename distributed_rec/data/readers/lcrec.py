@@ -4,17 +4,37 @@ in a user's list is the time order (timestamp = position)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
 from distributed_rec.config import DataConfig
-from distributed_rec.data.files import choose_name, data_root, find_by_suffix, load_json_document
+from distributed_rec.data.files import (
+    JsonDocument,
+    choose_name,
+    data_root,
+    find_by_suffix,
+    load_json_document,
+)
 from distributed_rec.data.issues import Issues
 from distributed_rec.data.raw import RawData
 from distributed_rec.data.text import field_text
 from distributed_rec.errors import DataError
 
 FIELDS = ("title", "description", "brand", "categories")
+
+
+def _report_repeated_users(document: JsonDocument, path: Path, issues: Issues) -> None:
+    """A user key named twice: an error (strict) or the later list skipped, its events counted
+    as duplicate_user (lenient); the first list is kept."""
+    for repeat in document.repeats_in(document.value):
+        events = len(repeat.value) if isinstance(repeat.value, list) else 1
+        problem = (
+            f"user {repeat.key!r} is a key of the JSON object a second time (its later list "
+            f"has {events} event(s)); each user must appear once"
+        )
+        issues.report("duplicate_user", path, problem, repeat.line, count=events)
 
 
 def read_lcrec(config: DataConfig) -> RawData:
@@ -29,12 +49,13 @@ def read_lcrec(config: DataConfig) -> RawData:
     issues, meta_issues = Issues(config.errors), Issues(config.errors)
 
     document = load_json_document(inter_path)
-    if not isinstance(document, dict):
+    if not isinstance(document.value, dict):
         raise DataError(inter_path, "expected a JSON object {user: [item, ...]}", 1)
+    _report_repeated_users(document, inter_path, issues)
     users: list[str] = []
     items: list[str] = []
     stamps: list[int] = []
-    for user, sequence in document.items():
+    for user, sequence in document.value.items():
         if not user.strip():
             issues.report("null_user", inter_path, "empty user id (a key of the JSON object)")
             continue
@@ -61,13 +82,22 @@ def read_lcrec(config: DataConfig) -> RawData:
         raise DataError(inter_path, "no interactions in the file")
 
     metadata = load_json_document(item_path)
-    if not isinstance(metadata, dict):
+    if not isinstance(metadata.value, dict):
         raise DataError(item_path, "expected a JSON object {item: {title, ...}}", 1)
+    # a repeated item key keeps the first record: the later ones follow, for unique_metadata
+    # to count as duplicate_item like a repeated record of any other format
+    records = list(metadata.value.items())
+    records += [(r.key, r.value) for r in metadata.repeats_in(metadata.value)]
     ids: list[str] = []
     columns: dict[str, list[object]] = {f: [] for f in FIELDS}
-    for item, record in metadata.items():
+    for item, record in records:
         if not isinstance(record, dict):
             meta_issues.report("malformed_json", item_path, f"item {item!r}: expected an object")
+            continue
+        repeats = metadata.repeats_in(record)
+        if repeats:
+            problem = f"item {item!r}: field {repeats[0].key!r} appears twice in its record"
+            meta_issues.report("duplicate_key", item_path, problem)
             continue
         ids.append(str(item))
         for f in FIELDS:

@@ -16,11 +16,13 @@ import pyarrow as pa
 from distributed_rec.config import DataConfig
 from distributed_rec.data.files import data_root, read_csv_strings
 from distributed_rec.data.issues import Issues
-from distributed_rec.data.raw import RawData, validate_interactions
+from distributed_rec.data.raw import RawData, require_integer_ids, validate_interactions
 from distributed_rec.data.readers.delimited import read_delimited
 from distributed_rec.errors import DataError
 
 ALIASES = {"categories": "genres"}
+USER_ITEM_IDS = {"user": "bad_user", "item": "bad_item"}
+ITEM_IDS = {"item": "bad_item"}
 _TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
 _ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -71,6 +73,7 @@ def _find_layout(root: Path, name: str) -> tuple[Path, str]:
 def _read_100k_items(path: Path, issues: Issues) -> pa.Table:
     names = ("item", "title", "date", "video", "url", *(f"g{i}" for i in range(19)))
     table = read_delimited(path, "|", names, issues, encoding="latin-1", min_cells=3)
+    table = require_integer_ids(table, path, issues, ITEM_IDS, "MovieLens")
     genre_file = path.with_name("u.genre")
     genres = list(_ML100K_GENRES)
     if genre_file.is_file():
@@ -113,13 +116,19 @@ def read_movielens(config: DataConfig) -> RawData:
         movies = read_delimited(
             movies_path, "::", ("item", "title", "genres"), meta_issues, "latin-1"
         )
+        movies = require_integer_ids(movies, movies_path, meta_issues, ITEM_IDS, "MovieLens")
         items = _read_titled_items(movies)
     else:
         table = read_csv_strings(ratings_path, issues, ("userId", "movieId", "timestamp"))
         rows = table.rename_columns({"userId": "user", "movieId": "item"})
         movies = read_csv_strings(movies_path, meta_issues, ("movieId", "title", "genres"))
-        items = _read_titled_items(movies.rename_columns({"movieId": "item"}))
+        movies = movies.rename_columns({"movieId": "item"})
+        movies = require_integer_ids(movies, movies_path, meta_issues, ITEM_IDS, "MovieLens")
+        items = _read_titled_items(movies)
     interactions = validate_interactions(rows, ratings_path, issues)
+    interactions = require_integer_ids(
+        interactions, ratings_path, issues, USER_ITEM_IDS, "MovieLens"
+    )
     return RawData(
         interactions, items, ratings_path, movies_path, issues, meta_issues, dict(ALIASES)
     )
@@ -144,7 +153,9 @@ def read_embedded(config: DataConfig) -> RawData:
     rows = read_delimited(inter_path, "\t", names, issues, skip_header=True)
     item_names = ("item", "title", "year", "genres")
     items = read_delimited(item_path, "\t", item_names, meta_issues, skip_header=True, min_cells=2)
+    items = require_integer_ids(items, item_path, meta_issues, ITEM_IDS, "MovieLens")
     genres = [g.replace(" ", ", ") if g else None for g in items["genres"].to_pylist()]
     items = items.set_column(3, "genres", pa.array(genres, pa.string())).drop_columns(["line"])
     interactions = validate_interactions(rows, inter_path, issues)
+    interactions = require_integer_ids(interactions, inter_path, issues, USER_ITEM_IDS, "MovieLens")
     return RawData(interactions, items, inter_path, item_path, issues, meta_issues, dict(ALIASES))

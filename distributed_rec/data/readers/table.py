@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from distributed_rec.config import DataConfig
 from distributed_rec.data.files import choose_name, data_root, read_csv_strings
 from distributed_rec.data.issues import Issues
-from distributed_rec.data.raw import RawData, validate_interactions
+from distributed_rec.data.raw import RawData, is_blank, validate_interactions
 from distributed_rec.data.text import field_text
 from distributed_rec.errors import DataError
 
@@ -68,7 +68,7 @@ def read_table(config: DataConfig) -> RawData:
     interactions = validate_interactions(rows, inter_path, issues)
 
     items = _read(items_path, (item,), meta_issues)
-    missing_id = pc.is_null(items[item])
+    missing_id = is_blank(items[item])
     if pc.any(missing_id).as_py():
         line = int(items["line"].filter(missing_id)[0].as_py())
         meta_issues.report(
