@@ -125,6 +125,7 @@ class VQTokenizer:
             desc=f"tokenize[{self._method}]",
             leave=False,
             mininterval=2.0,
+            disable=None,  # no bar when stderr is not a terminal: a redirected log stays readable
         )
         for epoch in progress:
             totals, used = self._train_epoch(v, optimizer, generator)
