@@ -37,14 +37,14 @@ def single_process(tmp_path_factory):
     return summary, final_weights(paths)
 
 
-def assert_same_training(summary, paths, reference):
+def assert_same_training(summary, paths, reference, atol=1e-5):
     expected_summary, expected_weights = reference
     assert summary["world_size"] == 2 and summary["gradient_accumulation_steps"] == 2
     assert summary["steps"] == 3
     assert summary["last_loss"] == pytest.approx(expected_summary["last_loss"], rel=1e-5)
     weights = final_weights(paths)
     for name, tensor in expected_weights.items():
-        torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=atol)
 
 
 @pytest.mark.slow
@@ -76,7 +76,11 @@ def test_whole_sequence_two_processes_match_one(tmp_path):
         "--train.launcher=deepspeed",
         "--train.num_procs=2",
     )
-    assert_same_training(run_train(config), paths, (reference, final_weights(single)))
+    # the loss agrees to 1e-5; a micro-batch holds other windows at world size 2 than at 1, so
+    # gradients are summed in another order and AdamW's 1/sqrt(v) lifts that rounding to ~2e-5
+    # on weights whose gradients are near zero
+    summary = run_train(config)
+    assert_same_training(summary, paths, (reference, final_weights(single)), atol=5e-5)
 
 
 @pytest.mark.slow
