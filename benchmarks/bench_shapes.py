@@ -117,7 +117,7 @@ class TrainingShapes:
         return 2 * encoder_flops(B, length, self.cfg) + head_flops(masked, self.cfg)
 
 
-def time_training(shapes: TrainingShapes, table, steps: int, warmup: int) -> dict[str, float]:
+def time_training(shapes: TrainingShapes, steps: int, warmup: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_mask_predictor(shapes.cfg, M, K, shapes.items)
     objective = TrainingObjective(model, shapes.cfg, shapes.whole)
@@ -210,7 +210,7 @@ def main() -> None:
         row: dict[str, float] = {}
         if not args.skip_train:
             shapes = TrainingShapes(path, table, args.history, args.micro_batch, seed=2)
-            row.update(time_training(shapes, table, args.train_steps, args.warmup))
+            row.update(time_training(shapes, args.train_steps, args.warmup))
             print(
                 f"[{path}] train: {row['parameters']:,} parameters, {row['step_seconds']:.2f} "
                 f"s/step, {row['targets_per_s']:.1f} next-item targets/s; forward "

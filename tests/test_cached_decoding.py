@@ -110,7 +110,9 @@ def test_attention_that_sees_the_target_cannot_be_cached():
     tokens, is_pad = encode_sequences(HISTORIES[:2], TABLE.dense_codes(ITEMS), K)
     with pytest.raises(ValueError, match="not cacheable"):
         model.encode_history(tokens, is_pad)
-    assert model_scoring(model, "fp32", cache_history=False) is not None
+    # the full-pass scoring serves it instead
+    scorer = model_scoring(model, "fp32", cache_history=False)(tokens, is_pad)
+    assert scorer(torch.tensor([0, 1]), torch.full((2, M), mask_token(M, K))).shape == (2, M, K)
 
 
 def test_beams_must_be_grouped_by_user():

@@ -16,6 +16,7 @@ B most beams of any one user.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -56,29 +57,36 @@ def full_pass(logits_fn: LogitsFn) -> Scoring:
     return start
 
 
+def _decoding_autocast(model: torch.nn.Module, precision: str) -> Callable[[], Any]:
+    """Puts `model` in eval mode; returns a factory of its bf16 autocast context
+    (enabled when `decode_uses_bf16` on the model's device)."""
+    model.eval()
+    device_type = next(model.parameters()).device.type
+    use_bf16 = decode_uses_bf16(precision, device_type)
+    return lambda: torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
 def model_logits_fn(model: torch.nn.Module, precision: str = "fp32") -> LogitsFn:
     """`model.target_logits` in eval mode, under bf16 autocast when `decode_uses_bf16`.
 
     The logits are returned as fp32, so log-probabilities and beam scores are always fp32.
     """
-    model.eval()
-    device_type = next(model.parameters()).device.type
-    use_bf16 = decode_uses_bf16(precision, device_type)
+    autocast = _decoding_autocast(model, precision)
 
     def logits_fn(tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast():
             return model.target_logits(tokens_BL, is_pad_BL).float()
 
     return logits_fn
 
 
-def _by_user(user_R: torch.Tensor, num_users: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(user_R, slot_R): beam r goes to [user_R[r], slot_R[r]] of a [U, B] grid (R grouped by user)."""
-    counts_U = torch.bincount(user_R, minlength=num_users)
-    starts_U = torch.cumsum(counts_U, 0) - counts_U
+def _slots_by_user(user_R: torch.Tensor, num_users: int) -> torch.Tensor:
+    """slot_R: beam r goes to [user_R[r], slot_R[r]] of a [U, B] grid (R grouped by user)."""
     if len(user_R) > 1 and bool((user_R[1:] < user_R[:-1]).any()):
         raise ValueError("beams must be grouped by user, in user order")
-    return user_R, torch.arange(len(user_R), device=user_R.device) - starts_U[user_R]
+    counts_U = torch.bincount(user_R, minlength=num_users)
+    starts_U = torch.cumsum(counts_U, 0) - counts_U
+    return torch.arange(len(user_R), device=user_R.device) - starts_U[user_R]
 
 
 def cached_history(model: MaskPredictor, precision: str = "fp32") -> Scoring:
@@ -87,24 +95,22 @@ def cached_history(model: MaskPredictor, precision: str = "fp32") -> Scoring:
     Beams are laid out per user on a [U, B] grid (padding beams are fully masked targets whose
     outputs are dropped), so every user's cached keys serve all its beams in one matmul.
     """
-    model.eval()
-    device_type = next(model.parameters()).device.type
-    use_bf16 = decode_uses_bf16(precision, device_type)
+    autocast = _decoding_autocast(model, precision)
     M, K = model.num_heads, model.codebook_size
 
     def start(tokens_UL: torch.Tensor, is_pad_UL: torch.Tensor) -> TargetScorer:
         U = tokens_UL.shape[0]
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast():
             cache = model.encode_history(tokens_UL, is_pad_UL)
 
         def score(user_R: torch.Tensor, target_RM: torch.Tensor) -> torch.Tensor:
-            user_R, slot_R = _by_user(user_R, U)
+            slot_R = _slots_by_user(user_R, U)
             B = int(slot_R.max()) + 1 if len(slot_R) else 1
             grid_UBM = torch.full(
                 (U, B, M), mask_token(M, K), dtype=target_RM.dtype, device=target_RM.device
             )
             grid_UBM[user_R, slot_R] = target_RM
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
+            with autocast():
                 logits_UBMK = model.cached_target_logits(cache, grid_UBM)
             return logits_UBMK[user_R, slot_R].float()
 

@@ -84,12 +84,10 @@ def layout_mask(layout: BlockLayout, lengths_B: torch.Tensor) -> tuple[torch.Ten
     return with_real_keys(layout_structure(layout)[None], is_pad_BT), is_pad_BT
 
 
-def stream_tokens(
-    layout: BlockLayout, tokens_by_stream: dict[int, torch.Tensor], pad: int
-) -> torch.Tensor:
+def stream_tokens(layout: BlockLayout, tokens_by_stream: dict[int, torch.Tensor]) -> torch.Tensor:
     """int64 [B, T]: each stream's tokens [B, N, M] placed at its offset (TARGET drops item 0).
 
-    Positions past a window's length must already hold `pad` in the given tensors.
+    Positions past a window's length must already hold PAD in the given tensors.
     """
     parts = []
     for stream in layout.streams:

@@ -37,7 +37,7 @@ from distributed_rec.model.block_layout import (
 )
 from distributed_rec.model.losses import Normalisers
 from distributed_rec.model.transformer import MaskPredictor
-from distributed_rec.model.vocab import mask_token, pad_token
+from distributed_rec.model.vocab import mask_token
 
 
 def _streams(model_cfg: ModelConfig) -> tuple[int, ...]:
@@ -89,7 +89,7 @@ def per_item_losses(
     mask_id = mask_token(M, K)
     tokens = {s: windows_BNM.masked_fill(m, mask_id) for s, (m, _) in masks.items()}
     tokens[CLEAN] = windows_BNM
-    tokens_BT = stream_tokens(layout, tokens, pad_token(M, K))
+    tokens_BT = stream_tokens(layout, tokens)
     slots_BT = layout.item_T[None, :].expand(B, -1)
     hidden_BTD = model.encode(tokens_BT, is_pad_BT, slots_BL=slots_BT, allowed_B1LL=allowed_B1TT)
 
