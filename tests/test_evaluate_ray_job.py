@@ -20,9 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import ray
 from eval_support import NUM_USERS, build_run_dir, eval_config, eval_overrides
 
 from distributed_rec.artifacts import RunPaths
+from distributed_rec.config import RayConfig
+from distributed_rec.distributed.ray_runtime import ray_connection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,7 +60,10 @@ def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float) -> Non
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_ray_job_submit_runs_the_evaluate_stage(tmp_path: Path) -> None:
+def test_ray_job_submit_runs_the_evaluate_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     config = eval_config(tmp_path / "run")
     build_run_dir(config)
     gcs, dashboard, *others = _free_ports(9)
@@ -130,6 +136,11 @@ def test_ray_job_submit_runs_the_evaluate_stage(tmp_path: Path) -> None:
         )
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "succeeded" in submit.stdout
+        # A stage without a configured address starts its own instance beside this running
+        # cluster; plain ray.init() would find the cluster's gcs_server and join it.
+        with ray_connection(RayConfig(num_cpus=1)) as mode:
+            assert mode == "started"
+            assert ray.get_runtime_context().gcs_address != f"127.0.0.1:{gcs}"
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:

@@ -33,7 +33,9 @@ def start_local_ray(num_cpus: int = 0, **options: Any) -> None:
     (dashboard agent, metrics) or the external address (runtime-env agent). In single-machine
     mode the node address stays 127.0.0.1, and gcs_server, raylet, the workers and every agent
     bind to it. The switch is set around ray.init only (the processes it starts inherit it).
-    `options` go to ray.init (e.g. log_to_driver).
+    address="local" starts a new instance even where a cluster started by `ray start` (another
+    job's, a test's) is running on this machine: without it ray.init() joins that cluster, and
+    its owner stopping it kills this stage's tasks. `options` go to ray.init (e.g. log_to_driver).
     """
     import ray
     import ray._private.ray_constants as ray_constants
@@ -43,6 +45,7 @@ def start_local_ray(num_cpus: int = 0, **options: Any) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at import; this process imported Ray already
     try:
         ray.init(
+            address="local",
             num_cpus=num_cpus or None,
             include_dashboard=False,
             _node_ip_address=LOOPBACK,
