@@ -105,6 +105,11 @@ def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
+def world_size() -> int:
+    """The number of processes (1 without a process group)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Elementwise sum over processes (a copy; identity at world size 1)."""
     values = values.detach().clone()

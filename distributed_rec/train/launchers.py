@@ -15,6 +15,7 @@ from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig, config_from_dict, replace_section, save_config
 from distributed_rec.distributed.env import free_port, resolve_device, shutdown_distributed
 from distributed_rec.distributed.loopback import LOOPBACK, without_loopback_choices
+from distributed_rec.distributed.watchdog import DRIVER_PID_ENV
 from distributed_rec.errors import DistributedRecError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def launch_deepspeed(config: JobConfig) -> None:
     job_config_path = paths.stage_dir("train") / "launch_config.json"
     save_config(config, job_config_path)
     environment = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS_VARIABLES}
+    environment[DRIVER_PID_ENV] = str(os.getpid())  # ranks end when this process is gone
     if config.train.hostfile:  # several machines: gloo/NCCL must not be held to loopback
         environment = without_loopback_choices(environment)
     command = deepspeed_command(config, job_config_path)
@@ -64,8 +66,29 @@ def launch_deepspeed(config: JobConfig) -> None:
     completed = subprocess.run(command, env=environment, check=False)
     if completed.returncode:
         raise DistributedRecError(
-            f"the deepspeed launcher exited with status {completed.returncode}; see the log above"
+            failure_message("the deepspeed launcher", completed.returncode, paths)
         )
+
+
+def failure_message(what: str, status: int | str, paths: RunPaths) -> str:
+    """What failed, and where a resumed run would continue from."""
+    from distributed_rec.train.checkpoint import latest_tag
+
+    try:
+        tag = latest_tag(paths.checkpoints)
+    except DistributedRecError:
+        tag = None
+    cause = "a training process died or raised"
+    if isinstance(status, int) and status in (-9, 137, 256 - 9):
+        cause = "a training process was killed (SIGKILL)"
+    resume = (
+        f"--train.resume=true continues from checkpoint {tag} in {paths.checkpoints}"
+        if tag
+        else "no checkpoint was written yet (set --train.checkpoint_every_steps to keep one)"
+    )
+    return (
+        f"training failed: {what} exited with status {status}: {cause}; see its log above; {resume}"
+    )
 
 
 def _ray_train_loop(loop_config: dict[str, Any]) -> None:
@@ -114,6 +137,7 @@ def launch_ray(config: JobConfig) -> None:
     from distributed_rec.distributed.ray_runtime import start_local_ray
 
     run_dir = Path(config.run_dir).resolve()
+    paths = RunPaths(run_dir)
     config = replace_section(config, "train", launcher="local")
     config = config_from_dict({**config.to_dict(), "run_dir": str(run_dir)})
     use_gpu = resolve_device(config.device) == "cuda"
@@ -142,7 +166,10 @@ def launch_ray(config: JobConfig) -> None:
         )
         result = trainer.fit()
         if result.error is not None:
-            raise DistributedRecError(f"Ray Train failed: {result.error}")
+            first_line = str(result.error).strip().splitlines()[:1]
+            raise DistributedRecError(
+                failure_message("Ray Train", f"{type(result.error).__name__} {first_line}", paths)
+            )
     finally:
         if started_here:
             ray.shutdown()
