@@ -164,7 +164,7 @@ def test_killed_driver_takes_its_ranks_down(tmp_path):
     driver = subprocess.Popen(command, env=launcher_env(), cwd=REPO_ROOT, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 150
         while not (paths.checkpoints / "latest.json").exists():  # training has started
             assert driver.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)

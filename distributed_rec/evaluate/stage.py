@@ -129,6 +129,7 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
         users_per_s=total_users / decode_seconds,
         decode_seconds=decode_seconds,
         shard_seconds=[r["seconds"] for r in shard_results],
+        shard_nodes=[r.get("node") for r in shard_results],
         users_per_worker_s={
             split: len(users[split])
             / sum(
