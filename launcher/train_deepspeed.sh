@@ -7,6 +7,7 @@
 #     HOSTFILE=hosts NODE_RANK=$i MASTER_ADDR=10.0.0.1 launcher/train_deepspeed.sh --run_dir=/shared/run
 # RUN_DIR must be on storage every node sees when HOSTFILE is set.
 set -euo pipefail
+# DRY_RUN=1 prints the command instead of running it.
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -26,4 +27,9 @@ else
   args+=(--num_gpus "${NUM_PROCS:-1}")
 fi
 
-exec "$DEEPSPEED" "${args[@]}" --module distributed_rec.train.worker "$@"
+command=("$DEEPSPEED" "${args[@]}" --module distributed_rec.train.worker "$@")
+if [[ -n "${DRY_RUN:-}" ]]; then
+  echo "${command[@]}"
+  exit 0
+fi
+exec "${command[@]}"

@@ -31,6 +31,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def process_group_backend(device: str) -> str:
+    """The collective backend of a device type: NCCL on GPU, gloo on CPU."""
+    return "nccl" if device == "cuda" else "gloo"
+
+
 def has_native_bf16(device_type: str) -> bool:
     """Whether bf16 matrix products run natively: a GPU that supports bf16, or a CPU with the
     AVX512_BF16 or AMX_BF16 instructions (Linux /proc/cpuinfo; False where it cannot be read)."""

@@ -13,7 +13,12 @@ from typing import Any
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig, config_from_dict, replace_section, save_config
-from distributed_rec.distributed.env import free_port, resolve_device, shutdown_distributed
+from distributed_rec.distributed.env import (
+    free_port,
+    process_group_backend,
+    resolve_device,
+    shutdown_distributed,
+)
 from distributed_rec.distributed.loopback import (
     LOOPBACK,
     LOOPBACK_HOSTS,
@@ -214,7 +219,9 @@ def launch_ray(config: JobConfig) -> None:
             _ray_train_loop,
             train_loop_config=loop_config,
             scaling_config=ScalingConfig(**scaling),
-            torch_config=torch_config_class(backend="nccl" if scaling["use_gpu"] else "gloo"),
+            torch_config=torch_config_class(
+                backend=process_group_backend("cuda" if scaling["use_gpu"] else "cpu")
+            ),
             run_config=RunConfig(name="train", storage_path=str(run_dir / "train" / "ray")),
         )
         result = trainer.fit()

@@ -92,7 +92,7 @@ class Trainer:
         self.started = time.perf_counter()
         self.config, self.cfg = config, config.train
         self.device = resolve_device(config.device)
-        self.dist = env.init_distributed("nccl" if self.device == "cuda" else "gloo")
+        self.dist = env.init_distributed(env.process_group_backend(self.device))
         if self.device == "cuda":
             torch.cuda.set_device(self.dist.local_rank)
         env.set_threads(self.dist.world_size)
