@@ -94,7 +94,12 @@ def test_worker_node_removed_mid_evaluation(tmp_path, cluster):
         )
     )  # fmt: skip
 
-    victim, survivor = workers[1].node_id, workers[0].node_id
+    import ray
+
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 2:  # the last test's workers are gone
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.2)
     outcome: dict[str, object] = {}
 
     def evaluate() -> None:
@@ -105,11 +110,14 @@ def test_worker_node_removed_mid_evaluation(tmp_path, cluster):
 
     thread = threading.Thread(target=evaluate, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not any(p.name.endswith(victim) for p in attempts.iterdir()):
+    by_id = {node.node_id: node for node in workers}
+    deadline = time.monotonic() + 150
+    while not (started := [p for p in attempts.iterdir() if p.name.split("-")[-1] in by_id]):
         assert thread.is_alive() and time.monotonic() < deadline, outcome
         time.sleep(0.05)
-    the_cluster.remove_node(workers[1], allow_graceful=False)
+    victim = started[0].name.split("-")[-1]  # the node of the first shard attempt
+    (survivor,) = set(by_id) - {victim}
+    the_cluster.remove_node(by_id[victim], allow_graceful=False)
     thread.join(timeout=180)
     assert not thread.is_alive() and "error" not in outcome, outcome
     result = outcome["result"]
