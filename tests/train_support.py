@@ -75,6 +75,11 @@ def make_tiny_run(
 
 def tiny_config(run_dir: Path, *overrides: str) -> JobConfig:
     """A 1-layer d_model-32 model, global batch 16 (micro 4), no dropout, no validation."""
+    return load_config(None, tiny_overrides(run_dir, *overrides))
+
+
+def tiny_overrides(run_dir: Path, *overrides: str) -> list[str]:
+    """The command-line overrides of :func:`tiny_config` (for `python -m distributed_rec`)."""
     base = [
         f"--run_dir={run_dir}",
         "--device=cpu",
@@ -93,4 +98,4 @@ def tiny_config(run_dir: Path, *overrides: str) -> JobConfig:
         "--train.log_every_steps=1",
         "--decode.beam_size=4",
     ]
-    return load_config(None, base + list(overrides))
+    return base + list(overrides)

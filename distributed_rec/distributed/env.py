@@ -31,6 +31,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def process_group_backend(device: str) -> str:
+    """The collective backend of a device type: NCCL on GPU, gloo on CPU."""
+    return "nccl" if device == "cuda" else "gloo"
+
+
 def has_native_bf16(device_type: str) -> bool:
     """Whether bf16 matrix products run natively: a GPU that supports bf16, or a CPU with the
     AVX512_BF16 or AMX_BF16 instructions (Linux /proc/cpuinfo; False where it cannot be read)."""
@@ -103,6 +108,11 @@ def shutdown_distributed() -> None:
 def rank() -> int:
     """This process's rank (0 without a process group)."""
     return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """The number of processes (1 without a process group)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

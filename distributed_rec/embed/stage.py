@@ -67,6 +67,12 @@ def stored_cache_key(path: Path) -> str | None:
     return json.loads(raw).get("cache_key") if raw else None
 
 
+def actor_resources(config: JobConfig) -> dict[str, float]:
+    """Resources of one embedding actor: `ray.actor_num_cpus` CPUs, one GPU on cuda."""
+    gpus = 1 if config.embed.device.startswith("cuda") else 0
+    return {"num_cpus": config.ray.actor_num_cpus, "num_gpus": gpus}
+
+
 def embed_with_ray(config: JobConfig, items_path: Path, num_items: int) -> np.ndarray:
     """float32 [N, D] embeddings in item-id order, computed by Ray Data actors."""
     import ray
@@ -84,8 +90,7 @@ def embed_with_ray(config: JobConfig, items_path: Path, num_items: int) -> np.nd
                 "num_threads": config.embed.num_threads,
             },
             compute=ray.data.ActorPoolStrategy(size=config.embed.concurrency),
-            num_cpus=config.ray.actor_num_cpus,
-            num_gpus=1 if config.embed.device.startswith("cuda") else 0,
+            **actor_resources(config),
             batch_size=config.embed.batch_size,
             batch_format="numpy",
         )

@@ -47,17 +47,24 @@ def _run_in_process(config: JobConfig, jobs: list[Job]) -> tuple[list[dict[str, 
     return results, time.perf_counter() - started
 
 
+def shard_task_options(config: JobConfig) -> dict[str, Any]:
+    """Ray task options of one shard: `ray.actor_num_cpus` CPUs, one GPU when decoding on
+    cuda, retried (a lost worker or node, or an exception) up to `evaluate.max_retries` times."""
+    return {
+        "num_cpus": config.ray.actor_num_cpus,
+        "num_gpus": 1 if config.device == "cuda" else 0,
+        "max_retries": config.evaluate.max_retries,
+        "retry_exceptions": True,
+    }
+
+
 def _run_with_ray(config: JobConfig, jobs: list[Job]) -> tuple[list[dict[str, Any]], float]:
     """Shards as Ray tasks; the seconds count from submission (Ray start-up excluded)."""
     import ray
     from ray.exceptions import RayTaskError
 
     with ray_connection(config.ray):
-        task = ray.remote(decode_shard).options(
-            num_cpus=config.ray.actor_num_cpus,
-            max_retries=config.evaluate.max_retries,
-            retry_exceptions=True,
-        )
+        task = ray.remote(decode_shard).options(**shard_task_options(config))
         started = time.perf_counter()
         config_ref = ray.put(config)
         marker = os.environ.get(CRASH_ONCE_ENV, "")
@@ -129,6 +136,7 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
         users_per_s=total_users / decode_seconds,
         decode_seconds=decode_seconds,
         shard_seconds=[r["seconds"] for r in shard_results],
+        shard_nodes=[r.get("node") for r in shard_results],
         users_per_worker_s={
             split: len(users[split])
             / sum(

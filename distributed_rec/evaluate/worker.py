@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from distributed_rec.semantic_ids.id_table import SemanticIdTable
 
 CRASH_ONCE_ENV = "DISTRIBUTED_REC_TEST_CRASH_ONCE"
 """Tests only: a marker-file path; the first shard-0 attempt creates it and kills its process."""
+ATTEMPTS_ENV = "DISTRIBUTED_REC_TEST_SHARD_ATTEMPTS"
+"""Tests only: a folder; every shard attempt writes a file there naming its node, then waits a
+second, so that a test can remove that node while shards run on it."""
 
 _LOADED: dict[tuple[str, int], tuple[MaskPredictor, SemanticIdTable, ValidIdIndex]] = {}
 
@@ -53,11 +57,26 @@ def _maybe_crash(marker: str, shard: int) -> None:
         os._exit(1)  # a hard worker death, as from the OOM killer: Ray must retry the task
 
 
+def _node_id() -> str | None:
+    """The Ray node this runs on (None outside Ray)."""
+    ray = sys.modules.get("ray")
+    return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None
+
+
+def _record_attempt(split: str, shard: int, node: str | None) -> None:
+    folder = os.environ.get(ATTEMPTS_ENV, "")
+    if folder:
+        Path(folder, f"{split}-{shard:05d}-{os.getpid()}-{node}").touch()
+        time.sleep(1.0)
+
+
 def decode_shard(
     config: JobConfig, split: str, shard: int, users: EvalUsers, crash_marker: str = ""
 ) -> dict[str, Any]:
     """Decode one shard's users and write DIR/evaluate/predictions/<split>/shard-XXXXX.parquet."""
     _maybe_crash(crash_marker, shard)
+    node = _node_id()
+    _record_attempt(split, shard, node)
     started = time.perf_counter()
     model, table, index = load_for_decoding(config)
     ranked_UK = recommend(
@@ -74,4 +93,5 @@ def decode_shard(
     )
     path = shard_path(RunPaths(Path(config.run_dir)).predictions(split), shard)
     write_predictions(path, users, ranked_UK)
-    return {"path": str(path), "users": len(users), "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    return {"path": str(path), "users": len(users), "seconds": seconds, "node": node}

@@ -33,8 +33,11 @@ def accumulation_steps(train: TrainConfig, world_size: int) -> int:
     return train.global_batch_size // per_step
 
 
-def deepspeed_config(train: TrainConfig, world_size: int, device: str = "cpu") -> dict[str, Any]:
-    """DeepSpeed JSON config: batch sizes, ZeRO stage, clipping, precision (bf16 on GPU)."""
+def deepspeed_config(
+    train: TrainConfig, world_size: int, device: str = "cpu", load_universal: bool = False
+) -> dict[str, Any]:
+    """DeepSpeed JSON config: batch sizes, ZeRO stage, clipping, precision (bf16 on GPU);
+    `load_universal` when resuming from a checkpoint of another world size (checkpoint.py)."""
     accumulation = accumulation_steps(train, world_size)
     precision = resolve_precision(train.precision, device)
     zero: dict[str, Any] = {"stage": train.zero_stage}
@@ -48,7 +51,7 @@ def deepspeed_config(train: TrainConfig, world_size: int, device: str = "cpu") -
                 "reduce_bucket_size": 50_000_000,
             }
         )
-    return {
+    config: dict[str, Any] = {
         "train_batch_size": train.micro_batch_size * accumulation * world_size,
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": accumulation,
@@ -61,6 +64,9 @@ def deepspeed_config(train: TrainConfig, world_size: int, device: str = "cpu") -
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
     }
+    if load_universal:
+        config["checkpoint"] = {"load_universal": True}
+    return config
 
 
 def write_examples(folder: Path) -> list[Path]:

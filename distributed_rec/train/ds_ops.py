@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +101,19 @@ def build_lock(build_dir: Path, timeout: float = BUILD_WAIT_SECONDS) -> Iterator
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def use_environment_ninja() -> None:
+    """Put this environment's `ninja` first on PATH (when it has one).
+
+    torch builds the op with the first `ninja` on PATH. A virtual environment's pip `ninja`
+    (1.13) and the system's (1.11) hash build commands differently, so processes that find
+    different ones (PATH with or without the venv's bin/) rebuilt the op for one to three
+    minutes each time the other had built it last."""
+    bin_dir = Path(sys.executable).parent
+    path = os.environ.get("PATH", "")
+    if (bin_dir / "ninja").exists() and path.split(os.pathsep)[0] != str(bin_dir):
+        os.environ["PATH"] = os.pathsep.join([str(bin_dir), path]) if path else str(bin_dir)
+
+
 def load_deepspeed_ops(timeout: float = BUILD_WAIT_SECONDS) -> list[str]:
     """Build or load the ops `deepspeed.initialize` JIT-loads on this accelerator (the CPU
     shared-memory allreduce) under :func:`build_lock`; returns the names loaded."""
@@ -107,6 +121,7 @@ def load_deepspeed_ops(timeout: float = BUILD_WAIT_SECONDS) -> list[str]:
     from deepspeed.accelerator import get_accelerator
     from torch.utils.cpp_extension import _get_build_directory
 
+    use_environment_ninja()
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
     if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
         return []

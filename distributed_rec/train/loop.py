@@ -31,7 +31,7 @@ from distributed_rec.model.masking import draw_noise, draw_window_noise, noise_g
 from distributed_rec.model.objectives import Normalisers, TrainingObjective
 from distributed_rec.model.vocab import encode_sequences, encode_windows
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-from distributed_rec.train import checkpoint
+from distributed_rec.train import checkpoint, faults
 from distributed_rec.train.data import (
     SampleSet,
     epoch_order,
@@ -92,7 +92,7 @@ class Trainer:
         self.started = time.perf_counter()
         self.config, self.cfg = config, config.train
         self.device = resolve_device(config.device)
-        self.dist = env.init_distributed("nccl" if self.device == "cuda" else "gloo")
+        self.dist = env.init_distributed(env.process_group_backend(self.device))
         if self.device == "cuda":
             torch.cuda.set_device(self.dist.local_rank)
         env.set_threads(self.dist.world_size)
@@ -123,11 +123,17 @@ class Trainer:
         objective = TrainingObjective(model, config.model, self.whole_sequence).to(self.device)
         optimizer, scheduler = build_optimizer(objective, self.cfg, self.total_steps)
         load_deepspeed_ops()  # a build killed earlier must not hang deepspeed.initialize
+        saved_world = (
+            checkpoint.saved_world_size(self.paths.checkpoints) if self.cfg.resume else None
+        )
+        self.resharding = saved_world is not None and saved_world != self.dist.world_size
         self.engine, _, _, _ = deepspeed.initialize(
             model=objective,
             optimizer=optimizer,
             lr_scheduler=scheduler,
-            config=deepspeed_config(self.cfg, self.dist.world_size, self.device),
+            config=deepspeed_config(
+                self.cfg, self.dist.world_size, self.device, load_universal=self.resharding
+            ),
             dist_init_required=False,
         )
         checkpoint.make_loading_safe(self.engine)
@@ -136,6 +142,7 @@ class Trainer:
             self.device == "cpu" and resolve_precision(self.cfg.precision, self.device) == "bf16"
         )
         self.progress, self.stopper = Progress(), EarlyStopping(self.cfg.patience)
+        self.resumed_from_world_size: int | None = None
         if self.cfg.resume:
             self._resume()
         self.validator = ValidationRunner(
@@ -149,15 +156,26 @@ class Trainer:
         if checkpoint.latest_tag(self.paths.checkpoints) is None:
             log.warning("--resume: no checkpoint in %s, starting afresh", self.paths.checkpoints)
             return
-        client = checkpoint.load(self.engine, self.paths.checkpoints)
-        if int(client.get("world_size", -1)) != self.dist.world_size:
+        folder = self.paths.checkpoints
+        tag = None
+        if self.resharding:  # saved by another number of processes: re-shard
+            tag = checkpoint.make_universal(folder, checkpoint.latest_tag(folder) or "")
+        client = checkpoint.load(self.engine, folder, tag)
+        if not self.resharding and int(client.get("world_size", -1)) != self.dist.world_size:
             raise ArtifactError(
-                f"{self.paths.checkpoints}: saved with {client.get('world_size')} processes; "
-                f"resume with the same number (got {self.dist.world_size})"
+                f"{folder}: saved with {client.get('world_size')} processes by a version that "
+                f"cannot re-shard; resume with the same number (got {self.dist.world_size})"
             )
         self.progress = Progress(**client["progress"])
+        self.resumed_from_world_size = int(client.get("world_size", self.dist.world_size))
         self.stopper = EarlyStopping.from_state(client["early_stopping"])
-        log.info("resumed at epoch %d, step %d", self.progress.epoch, self.progress.global_step)
+        log.info(
+            "resumed at epoch %d, step %d (saved by %s processes, now %d)",
+            self.progress.epoch,
+            self.progress.global_step,
+            client.get("world_size"),
+            self.dist.world_size,
+        )
 
     def save_checkpoint(self) -> None:
         client = {
@@ -209,6 +227,7 @@ class Trainer:
         G = cfg.global_batch_size
         order = epoch_order(len(self.samples), cfg.seed, progress.epoch)
         for step in range(progress.step_in_epoch, self.epoch_steps):
+            faults.maybe_kill(self.dist.rank, progress.global_step)
             wall, cpu = time.perf_counter(), time.process_time()
             ids_G = order[step * G : (step + 1) * G]
             losses = self.train_step(progress.epoch, step, ids_G)
@@ -278,6 +297,7 @@ class Trainer:
             "seconds": time.perf_counter() - self.started,
             "num_parameters": self.num_parameters,
             "world_size": self.dist.world_size,
+            "resumed_from_world_size": self.resumed_from_world_size,
             "global_batch_size": self.cfg.global_batch_size,
             "micro_batch_size": self.cfg.micro_batch_size,
             "gradient_accumulation_steps": self.accumulation,

@@ -10,6 +10,7 @@ from pathlib import Path
 from distributed_rec.cli import configure_logging, split_arguments
 from distributed_rec.config import ConfigError, config_from_dict, load_config
 from distributed_rec.distributed.env import shutdown_distributed
+from distributed_rec.distributed.watchdog import watch_driver
 from distributed_rec.errors import DistributedRecError
 from distributed_rec.train.loop import train_worker
 
@@ -34,6 +35,7 @@ def parse(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
+    watch_driver()
     try:
         train_worker(parse(sys.argv[1:] if argv is None else argv))
     except (DistributedRecError, ConfigError) as err:
