@@ -22,20 +22,16 @@ from distributed_rec.data.issues import Issues
 from distributed_rec.data.readers.amazon2023 import review_rows
 
 _BOM = b"\xef\xbb\xbf"
-_BLANK = np.array([9, 10, 13, 32], dtype=np.uint8)
 _FIELDS = {"user_id": "user", "parent_asin": "item", "timestamp": "timestamp"}
 
 
 def content_lines(data: bytes, first_line: int) -> np.ndarray:
-    """int64: physical line numbers of the lines of `data` holding a byte other than a space,
-    tab or line end (`data` is whole lines starting at line `first_line`)."""
-    buf = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(buf == 10) + 1
-    if len(buf) and buf[-1] != 10:
-        ends = np.append(ends, len(buf))
-    filled = np.concatenate([[0], np.cumsum(~np.isin(buf, _BLANK))])
-    starts = np.concatenate([[0], ends[:-1]])
-    return np.flatnonzero(filled[ends] > filled[starts]).astype(np.int64) + first_line
+    """int64: physical line numbers of the lines of `data` holding a byte other than ASCII
+    whitespace (`data` is whole lines starting at line `first_line`)."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return np.flatnonzero([bool(line.strip()) for line in lines]).astype(np.int64) + first_line
 
 
 def _arrow_rows(data: bytes, lines: np.ndarray) -> pa.Table | None:
