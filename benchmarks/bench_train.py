@@ -21,11 +21,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import load_config
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-from distributed_rec.train.data import read_samples
 from distributed_rec.train.stage import run_train
 
 
@@ -44,8 +44,8 @@ def scratch_run(source: RunPaths) -> tuple[RunPaths, str]:
     if source.semantic_ids.exists():
         shutil.copy(source.semantic_ids, scratch.semantic_ids)
         return scratch, f"tokenize output {source.semantic_ids}"
-    samples = read_samples(scratch.train_split, max_history=20)
-    random_ids(int(samples.items.max()) + 1).write(scratch.semantic_ids)
+    num_items = pq.ParquetFile(source.items).metadata.num_rows
+    random_ids(num_items).write(scratch.semantic_ids)
     return scratch, "random unique IDs (M=4, K=256)"
 
 

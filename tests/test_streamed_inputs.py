@@ -16,7 +16,7 @@ from distributed_rec.evaluate.shards import (
     read_split_index,
     read_split_rows,
 )
-from distributed_rec.train.data import read_samples, read_windows
+from distributed_rec.train.data import read_eval_split, read_samples, read_windows
 from distributed_rec.train.streamed import open_samples, open_windows
 
 
@@ -100,3 +100,15 @@ def test_split_rows_read_by_a_shard_equal_the_whole_split(tmp_path):
         assert users.histories == expected.histories
         assert np.array_equal(users.user_ids, expected.user_ids)
         assert np.array_equal(users.targets, expected.targets)
+
+
+def test_eval_split_rows_read_for_validation_equal_the_whole_split(tmp_path):
+    rng = np.random.default_rng(2)
+    path = _samples(tmp_path / "valid", rng, files=1, rows=1000) / "part-00000.parquet"
+    rows = np.sort(rng.choice(1000, 77, replace=False))
+    histories, targets = read_eval_split(path, max_history=3)
+    some, some_targets = read_eval_split(path, max_history=3, rows=rows)
+    assert len(histories) == 1000 and np.array_equal(some_targets, targets[rows])
+    assert all(np.array_equal(a, histories[r]) for a, r in zip(some, rows, strict=True))
+    whole = read_split(path, max_history=3)
+    assert [h.tolist() for h in histories] == whole.histories

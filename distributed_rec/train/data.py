@@ -156,19 +156,36 @@ def read_samples(path: Path, max_history: int) -> SampleSet:
     return SampleSet(offsets=offsets, items=np.concatenate(items_parts))
 
 
-def read_eval_split(path: Path, max_history: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """(histories, targets) of valid.parquet or test.parquet, histories truncated."""
+def eval_split_rows(path: Path) -> int:
+    """Rows (users) of valid.parquet or test.parquet, from its footer."""
     if not path.exists():
         raise ArtifactError(f"{path} is missing: run the prepare stage first")
-    table = pq.read_table(path, columns=["history", "target"])
-    history = table["history"].combine_chunks()
-    offsets = history.offsets.to_numpy().astype(np.int64)
-    values = pc.cast(history.values, "int64").to_numpy()
-    histories = [
-        values[max(start, end - max_history) : end]
-        for start, end in zip(offsets[:-1], offsets[1:], strict=True)
-    ]
-    return histories, table["target"].to_numpy().astype(np.int64)
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def read_eval_split(
+    path: Path, max_history: int, rows: np.ndarray | None = None
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """(histories, targets) of valid.parquet or test.parquet, histories truncated; only the
+    increasing file rows `rows` when given. Streamed a record batch at a time."""
+    total = eval_split_rows(path)
+    wanted = np.arange(total) if rows is None else np.asarray(rows, dtype=np.int64)
+    histories: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    first = 0
+    for batch in pq.ParquetFile(path).iter_batches(1 << 16, columns=["history", "target"]):
+        lo, hi = np.searchsorted(wanted, [first, first + batch.num_rows])
+        picked = pa.Table.from_batches([batch]).take(pa.array(wanted[lo:hi] - first))
+        first += batch.num_rows
+        history = picked["history"].combine_chunks()
+        offsets = history.offsets.to_numpy().astype(np.int64)
+        values = pc.cast(history.values, "int64").to_numpy()
+        histories += [
+            values[max(start, end - max_history) : end]
+            for start, end in zip(offsets[:-1], offsets[1:], strict=True)
+        ]
+        targets.append(picked["target"].to_numpy().astype(np.int64))
+    return histories, np.concatenate(targets) if targets else np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from distributed_rec.distributed import env
 from distributed_rec.model import MaskPredictor
 from distributed_rec.model.weights import save_best_model
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-from distributed_rec.train.data import read_eval_split
+from distributed_rec.train.data import eval_split_rows, read_eval_split
 
 
 def sample_users(num_users: int, max_users: int, seed: int) -> np.ndarray:
@@ -77,10 +77,11 @@ class ValidationRunner:
             from distributed_rec.decode import ValidIdIndex
 
             self.index = ValidIdIndex(table, device)
-            histories, targets = read_eval_split(paths.eval_split("valid"), config.data.max_history)
-            users = sample_users(len(targets), config.train.eval_max_users, config.train.seed)
-            self.histories = [histories[u] for u in users]
-            self.targets = targets[users]
+            path = paths.eval_split("valid")
+            users = sample_users(
+                eval_split_rows(path), config.train.eval_max_users, config.train.seed
+            )
+            self.histories, self.targets = read_eval_split(path, config.data.max_history, users)
 
     def _gathered(self, engine: Any) -> Any:
         """Full parameters on every rank under ZeRO-3 (a no-op context otherwise)."""
