@@ -24,6 +24,7 @@ from distributed_rec.data.prepare import run_prepare
 from distributed_rec.data.readers import read_dataset
 from distributed_rec.data.readers.amazon2023 import review_rows
 from distributed_rec.distributed.ray_runtime import start_local_ray
+from distributed_rec.errors import DataError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -156,3 +157,21 @@ def test_synthetic_integer_ids_match_the_reference(tmp_path, monkeypatch, ray_in
     assert interactions["item_id"].to_pylist() == cleaned.item.tolist()
     assert got["items.parquet"]["raw_item_id"].to_pylist() == cleaned.item_ids.to_pylist()
     assert stats["dropped"] == cleaned.dropped
+
+
+def test_strict_error_in_a_later_block_names_its_line(tmp_path, monkeypatch, ray_instance):
+    records = review_records(
+        [(f"u{i % 50}", f"i{1 + i % 4}", i) for i in range(2000)]  # about 110 bytes a line
+    )
+    records[1499] = '{"user_id": "u1", "parent_asin": '
+    write_jsonl(tmp_path / "Home.jsonl", records)
+    write_jsonl(tmp_path / "meta_Home.jsonl", meta_records(META))
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8192)
+    args = ["--data.format=amazon2023", f"--data.path={tmp_path}"]
+    assert len(blocks.plan_blocks(load_config(None, args).data)) > 10
+    with pytest.raises(DataError) as err:
+        run_prepare(load_config(None, [f"--run_dir={tmp_path / 'run'}", *args]))
+    assert (err.value.path, err.value.line) == (str(tmp_path / "Home.jsonl"), 1500)
+    assert err.value.problem.startswith("not valid JSON")
+    assert not (tmp_path / "run" / "prepare").exists()
+    assert not (tmp_path / "run" / "_prepare_work").exists()
