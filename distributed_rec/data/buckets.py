@@ -35,6 +35,29 @@ EVAL_ROW_GROUP = 1 << 16
 
 
 @dataclass
+class ItemCounts:
+    """Sparse events per item: items int32 [m] (distinct metadata rows), counts int32 [m]; m is
+    at most the shard's rows, so S shards never ship S dense vectors of N."""
+
+    items: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, item: np.ndarray) -> ItemCounts:
+        items, counts = np.unique(item, return_counts=True)
+        return cls(items.astype(np.int32), counts.astype(np.int32))
+
+
+def total_counts(parts: list[ItemCounts], num_items: int) -> np.ndarray:
+    """int64 [N]: the shards' counts summed."""
+    if not parts:
+        return np.zeros(num_items, np.int64)
+    items = np.concatenate([p.items for p in parts])
+    counts = np.concatenate([p.counts for p in parts]).astype(np.float64)  # exact below 2^53
+    return np.bincount(items, weights=counts, minlength=num_items).astype(np.int64)
+
+
+@dataclass
 class AbsentItem:
     """The first row (in input order) of a shard whose item has no metadata."""
 
@@ -57,8 +80,8 @@ class ShardLoad:
     first_absent: AbsentItem | None
     duplicates: int
     user_digits: tuple[bool, bool]
-    item_counts: np.ndarray
-    """int32 [N]: events per metadata item after duplicate removal."""
+    item_counts: ItemCounts
+    """Events per metadata item after duplicate removal."""
 
 
 def _state(work: Path, shard: int) -> tuple[Path, Path]:
@@ -74,10 +97,11 @@ def load_shard(shard: int, work: str, meta_ids: pa.Array) -> ShardLoad:
     """Step 1 on shard `shard` of `work`/rows; `meta_ids` [N] are the metadata item ids."""
     root = Path(work)
     (root / "state").mkdir(exist_ok=True)
-    counts = np.zeros(len(meta_ids), np.int32)
     table = _read_rows(root, shard)
     if table is None:
-        return ShardLoad(shard, 0, 0, 0, [], None, 0, (True, True), counts)
+        return ShardLoad(
+            shard, 0, 0, 0, [], None, 0, (True, True), ItemCounts.of(np.zeros(0, np.int64))
+        )
     raw_users = pc.count_distinct(table["user"]).as_py()
     codes = pc.index_in(pc.cast(table["item"], pa.string()), value_set=meta_ids)
     absent = pc.is_null(codes)
@@ -117,7 +141,6 @@ def load_shard(shard: int, work: str, meta_ids: pa.Array) -> ShardLoad:
         state,
     )
     pq.write_table(pa.table({"user": users_u}), users_file)
-    counts += np.bincount(item, minlength=len(meta_ids)).astype(np.int32)
     return ShardLoad(
         shard,
         table.num_rows + absent_rows,
@@ -127,7 +150,7 @@ def load_shard(shard: int, work: str, meta_ids: pa.Array) -> ShardLoad:
         first_absent,
         table.num_rows - len(user),
         digits,
-        counts,
+        ItemCounts.of(item),
     )
 
 
@@ -156,14 +179,13 @@ def _load_state(work: Path, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     )
 
 
-def kcore_round(shard: int, work: str, alive: np.ndarray, k: int) -> tuple[int, np.ndarray]:
-    """Step 2: (rows kept, int32 [N] events per item among them) given bool [N] `alive`."""
+def kcore_round(shard: int, work: str, alive: np.ndarray, k: int) -> ItemCounts:
+    """Step 2: events per item among the rows kept, given bool [N] `alive`."""
     loaded = _load_state(Path(work), shard)
     if loaded is None:
-        return 0, np.zeros(len(alive), np.int32)
+        return ItemCounts.of(np.zeros(0, np.int64))
     user, item, _ = loaded
-    keep = _kept(user, item, alive, k)
-    return int(keep.sum()), np.bincount(item[keep], minlength=len(alive)).astype(np.int32)
+    return ItemCounts.of(item[_kept(user, item, alive, k)])
 
 
 def kept_users(shard: int, work: str, alive: np.ndarray, k: int) -> pa.Array | None:

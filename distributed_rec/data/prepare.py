@@ -32,7 +32,14 @@ import pyarrow.parquet as pq
 from distributed_rec.artifacts import RunPaths, write_json_atomic
 from distributed_rec.config import DataConfig, JobConfig
 from distributed_rec.data.blocks import BlockResult, Inputs, plan_blocks, read_block, read_inputs
-from distributed_rec.data.buckets import ShardLoad, kcore_round, kept_users, load_shard, write_shard
+from distributed_rec.data.buckets import (
+    ShardLoad,
+    kcore_round,
+    kept_users,
+    load_shard,
+    total_counts,
+    write_shard,
+)
 from distributed_rec.data.cleaning import digit_ids, id_order
 from distributed_rec.data.issues import Issues
 from distributed_rec.data.items import items_table, unique_metadata
@@ -108,7 +115,7 @@ def _kcore(
         rounds += 1
         ref = ray.put(alive)
         results = run_tasks(kcore_round, [(s, str(work), ref, k) for s in range(shards)])
-        counts = np.sum([c for _, c in results], axis=0, dtype=np.int64)
+        counts = total_counts(results, len(alive))
         still = alive & (counts >= k)
         if np.array_equal(still, alive):
             return alive, counts, rounds
@@ -159,7 +166,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
             f"no interactions left: every one of the {records} record(s) was skipped "
             f"(data.errors=lenient): {issues.summary()}",
         )
-    counts = first_counts = np.sum([s.item_counts for s in loads], axis=0, dtype=np.int64)
+    counts = first_counts = total_counts([s.item_counts for s in loads], len(meta_ids))
     raw_counts = {
         "users": sum(s.raw_users for s in loads),
         "items": int((counts > 0).sum()) + len({i for s in loads for i in s.absent_items}),
