@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ SYNTHETIC_CHUNKS_PER_BLOCK = 4
 ORDER_SHIFT = 40
 """order = block << ORDER_SHIFT | row: up to 2^40 rows per block, 2^23 blocks."""
 _JSONL = (".jsonl", ".jsonl.gz")
+CountNewlines = Callable[[list[tuple[str, int, int]]], list[int]]
 
 
 @dataclass(frozen=True)
@@ -94,33 +96,51 @@ def _review_file(config: DataConfig) -> tuple[Path, str]:
     return found[name], name
 
 
-def line_blocks(path: Path, block_bytes: int) -> list[Block]:
-    """Line-aligned byte ranges of a plain text file and the line each starts at (one pass
-    counting newlines; the file is read in `block_bytes` pieces, never whole)."""
-    blocks: list[Block] = []
-    start, line = 0, 1
+def _boundaries(path: Path, block_bytes: int) -> list[int]:
+    """Byte offsets 0 = b_0 < b_1 < ... < b_k = size, each b_i (0 < i < k) just after a
+    newline, about `block_bytes` apart (reads a line's worth of bytes per boundary)."""
+    size = path.stat().st_size
+    bounds = [0]
     with path.open("rb") as handle:
-        tail = b""
-        while True:
-            data = handle.read(block_bytes)
-            if not data:
+        while size - bounds[-1] > block_bytes:
+            handle.seek(bounds[-1] + block_bytes - 1)
+            handle.readline()  # to the end of the line holding the nominal boundary
+            if handle.tell() >= size:
                 break
-            data = tail + data
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                tail = data
-                continue
-            blocks.append(Block(len(blocks), "lines", str(path), start, start + cut, line))
-            line += data.count(b"\n", 0, cut)
-            start += cut
-            tail = data[cut:]
-        if tail:
-            blocks.append(Block(len(blocks), "lines", str(path), start, start + len(tail), line))
-    return blocks
+            bounds.append(handle.tell())
+    return [*bounds, size] if size else bounds
 
 
-def plan_blocks(config: DataConfig) -> list[Block]:
-    """The read tasks of the dataset `config` names (at least one)."""
+def count_newlines(path: str, start: int, end: int) -> int:
+    """Ray task: newlines in bytes start..end of `path`, read in pieces."""
+    count = 0
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        left = end - start
+        while left > 0:
+            piece = handle.read(min(left, 1 << 24))
+            count += piece.count(b"\n")
+            left -= len(piece)
+    return count
+
+
+def line_blocks(path: Path, block_bytes: int, count: CountNewlines | None = None) -> list[Block]:
+    """Line-aligned byte ranges of a plain text file and the line each starts at. The
+    newlines before each range are counted by `count` (a function mapping [(path, start, end)]
+    to counts, e.g. Ray tasks; in this process by default), so the file is never read whole."""
+    bounds = _boundaries(path, block_bytes)
+    ranges = [(str(path), a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+    counts = count(ranges) if count else [count_newlines(*r) for r in ranges]
+    first = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype(int) if ranges else []
+    return [
+        Block(i, "lines", str(path), a, b, int(line))
+        for i, ((_, a, b), line) in enumerate(zip(ranges, first, strict=True))
+    ]
+
+
+def plan_blocks(config: DataConfig, count: CountNewlines | None = None) -> list[Block]:
+    """The read tasks of the dataset `config` names (at least one); `count` counts newlines
+    of byte ranges (see :func:`line_blocks`)."""
     if config.format == "synthetic":
         from distributed_rec.data.readers.synthetic import CHUNK_USERS
 
@@ -134,7 +154,7 @@ def plan_blocks(config: DataConfig) -> list[Block]:
         path, _ = _review_file(config)
         if path.suffix == ".gz":
             return [Block(0, "gzip", str(path))]
-        return line_blocks(path, BLOCK_BYTES) or [Block(0, "lines", str(path))]
+        return line_blocks(path, BLOCK_BYTES, count) or [Block(0, "lines", str(path))]
     return [Block(0, "reader")]
 
 

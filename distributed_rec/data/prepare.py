@@ -31,7 +31,14 @@ import pyarrow.parquet as pq
 
 from distributed_rec.artifacts import RunPaths, write_json_atomic
 from distributed_rec.config import DataConfig, JobConfig
-from distributed_rec.data.blocks import BlockResult, Inputs, plan_blocks, read_block, read_inputs
+from distributed_rec.data.blocks import (
+    BlockResult,
+    Inputs,
+    count_newlines,
+    plan_blocks,
+    read_block,
+    read_inputs,
+)
 from distributed_rec.data.buckets import (
     ShardLoad,
     kcore_round,
@@ -66,7 +73,7 @@ def _publish(staging: Path, stage_dir: Path) -> None:
 
 def _read(data: DataConfig, work: Path) -> tuple[list[BlockResult], Issues, int, Inputs]:
     """Read every block; raise the first error in input order; merge the counted skips."""
-    blocks = plan_blocks(data)
+    blocks = plan_blocks(data, lambda ranges: run_tasks(count_newlines, ranges))
     results = run_tasks(read_block, [(b, data, str(work)) for b in blocks])
     for result in results:
         if result.error is not None:
