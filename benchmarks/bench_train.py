@@ -5,8 +5,8 @@ parameters) on a prepared run directory, with 1 and 2 processes.
 
 Reads DIR/prepare/splits; uses DIR/tokenize/semantic_ids.parquet when it exists, otherwise
 random unique semantic IDs (M=4, K=256) -- throughput does not depend on which IDs. Each
-configuration trains `--steps` optimiser steps of the reference batch 1024 (micro-batches of
-`--micro`, gradient accumulation) without validation, in a scratch copy of the run directory,
+configuration trains `--steps` optimiser steps of the reference batch 1024 (`--batch`; micro-
+batches of `--micro`, gradient accumulation) without validation, in a scratch copy of the run directory,
 and prints samples/s, tokens/s (real, non-pad input tokens), samples per CPU-second of rank 0
 (the fair figure on a machine shared with other work) and peak RSS per process.
 """
@@ -21,11 +21,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import load_config
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-from distributed_rec.train.data import read_samples
 from distributed_rec.train.stage import run_train
 
 
@@ -44,8 +44,8 @@ def scratch_run(source: RunPaths) -> tuple[RunPaths, str]:
     if source.semantic_ids.exists():
         shutil.copy(source.semantic_ids, scratch.semantic_ids)
         return scratch, f"tokenize output {source.semantic_ids}"
-    samples = read_samples(scratch.train_split, max_history=20)
-    random_ids(int(samples.items.max()) + 1).write(scratch.semantic_ids)
+    num_items = pq.ParquetFile(source.items).metadata.num_rows
+    random_ids(num_items).write(scratch.semantic_ids)
     return scratch, "random unique IDs (M=4, K=256)"
 
 
@@ -54,13 +54,16 @@ def main() -> None:
     parser.add_argument("--run_dir", required=True)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--micro", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--procs", default="1,2")
     parser.add_argument("--threads", type=int, default=0, help="OMP threads per process")
     args = parser.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     scratch, ids_source = scratch_run(RunPaths(Path(args.run_dir)))
-    print(f"data: {args.run_dir}; semantic IDs: {ids_source}; batch 1024, micro {args.micro}")
+    print(
+        f"data: {args.run_dir}; semantic IDs: {ids_source}; batch {args.batch}, micro {args.micro}"
+    )
     rows = []
     for procs in (int(p) for p in args.procs.split(",")):
         launcher = "local" if procs == 1 else "deepspeed"
@@ -72,7 +75,7 @@ def main() -> None:
                 f"--train.launcher={launcher}",
                 f"--train.num_procs={procs}",
                 f"--train.max_steps={args.steps}",
-                "--train.global_batch_size=1024",
+                f"--train.global_batch_size={args.batch}",
                 f"--train.micro_batch_size={args.micro}",
                 "--train.eval_every_epochs=1000",
                 "--train.checkpoint_every_steps=0",
@@ -90,7 +93,7 @@ def main() -> None:
     for procs, s in rows:
         print(
             f"| {procs} | {s['samples_per_s']:.0f} | {s['tokens_per_s']:.0f} | "
-            f"{1024 / s['samples_per_s']:.2f} | {s['samples_per_cpu_s']:.0f} | "
+            f"{args.batch / s['samples_per_s']:.2f} | {s['samples_per_cpu_s']:.0f} | "
             f"{s['peak_rss_mb']:.0f} | {s['num_parameters']} |"
         )
     shutil.rmtree(scratch.root, ignore_errors=True)

@@ -56,6 +56,31 @@ def sorted_ids(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return unique.take(pc.sort_indices(unique))
 
 
+def digit_ids(unique: pa.Array) -> tuple[bool, bool]:
+    """(every id is a digit string, every id fits int64) of distinct string ids: the facts
+    :func:`sorted_ids` decides its order on, computable part by part and combined with `and`."""
+    if len(unique) == 0:
+        return True, True
+    if not pc.all(pc.utf8_is_digit(unique)).as_py():
+        return False, True
+    try:
+        pc.cast(unique, pa.int64())
+    except pa.ArrowInvalid:
+        return True, False
+    return True, True
+
+
+def id_order(ids: pa.Array, numeric: bool) -> np.ndarray:
+    """int64 [len(ids)]: the indices that sort distinct `ids` in :func:`sorted_ids` order, with
+    the numeric decision (all ids digits and within int64, over the whole column) given."""
+    if pa.types.is_integer(ids.type):
+        return pc.sort_indices(ids).to_numpy()
+    if numeric and len(ids):
+        keys = pa.table({"n": pc.cast(ids, pa.int64()), "s": ids})
+        return pc.sort_indices(keys, [("n", "ascending"), ("s", "ascending")]).to_numpy()
+    return pc.sort_indices(ids).to_numpy()
+
+
 def encode(column: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
     """int64 [n]: index of each value of `column` in `ids`."""
     if pa.types.is_integer(column.type) != pa.types.is_integer(ids.type):

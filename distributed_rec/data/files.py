@@ -217,11 +217,33 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_pairs)
 
 
-def iter_json_records(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, object) of a JSON-lines file; unparsable lines are reported as malformed_json,
-    objects repeating a key (at any depth) as duplicate_key."""
+def iter_block_lines(
+    path: Path, data: bytes, first_line: int, encoding: str = "utf-8"
+) -> Iterator[tuple[int, str]]:
+    """(physical line number, text) of the non-blank lines of `data`, a run of whole lines of
+    `path` starting at line `first_line`; bytes that are not `encoding` name their line."""
+    utf8 = _utf8(encoding)
+    parts = data.split(b"\n")
+    if parts and not parts[-1]:
+        parts.pop()
+    for lineno, raw in enumerate(parts, first_line):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as err:
+            raise _decode_error(path, raw, err, encoding, lineno) from None
+        if lineno == 1 and utf8:
+            text = text.removeprefix("\ufeff")
+        if text.strip():
+            yield lineno, text
+
+
+def iter_json_records(
+    path: Path, issues: Issues, lines: Iterator[tuple[int, str]] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, object) of a JSON-lines file (or of `lines`, a part of it); unparsable lines are
+    reported as malformed_json, objects repeating a key (at any depth) as duplicate_key."""
     empty = True
-    for lineno, text in iter_lines(path, issues):
+    for lineno, text in iter_lines(path, issues) if lines is None else lines:
         empty = False
         try:
             record = _UNIQUE_KEYS.decode(text)
@@ -237,7 +259,7 @@ def iter_json_records(path: Path, issues: Issues) -> Iterator[tuple[int, dict[st
             issues.report("malformed_json", path, "expected a JSON object on each line", lineno)
             continue
         yield lineno, record
-    if empty and not issues.counts.get("truncated_file"):
+    if lines is None and empty and not issues.counts.get("truncated_file"):
         raise DataError(path, "file is empty")
 
 

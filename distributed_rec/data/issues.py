@@ -40,6 +40,13 @@ class Issues:
         if self._reports[reason] <= _WARN_PER_REASON:
             log.warning("skipped (%s) %s: %s", reason, where, problem)
 
+    def merge(self, later: Issues) -> None:
+        """Add the skips of `later`, the issues of input that follows this one's."""
+        self.counts.update(later.counts)
+        self._reports.update(later._reports)
+        for reason, where in later.first.items():
+            self.first.setdefault(reason, where)
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())

@@ -1,5 +1,6 @@
-"""Stable user-hash sharding and the Ray Data job that writes interaction, training-sample and
-training-window shards (one Ray task per shard: `part-<shard>.parquet` in each folder).
+"""Stable user-hash sharding and the writer of one shard's interaction, training-sample and
+training-window parts (`part-<shard>.parquet` in each folder; prepare runs it per shard as a
+Ray task).
 
 Legend: n events, U users. shard(user) = blake2b-64(raw user id, UTF-8) mod num_shards: stable
 across runs, processes and machines (unlike Python's salted hash()).
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -57,26 +57,6 @@ def shard_tables(interactions: pa.Table, user_shard: np.ndarray, num_shards: int
     return [table.slice(bounds[s], counts[s]) for s in range(num_shards)]
 
 
-def write_shard(batch: pa.Table, out_dir: str, max_history: int) -> pa.Table:
-    """Ray Data UDF: one whole shard -> its interactions part and training-sample part."""
-    shards = np.unique(batch["shard"].to_numpy())
-    if len(shards) != 1:
-        raise RuntimeError(f"a batch holds shards {shards.tolist()}; expected one per batch")
-    shard = int(shards[0])
-    interactions = batch.drop_columns(["shard"]).cast(INTERACTION_SCHEMA)
-    windows = write_shard_files(interactions, Path(out_dir), shard, max_history)
-    lengths = np.unique(interactions["user_id"].to_numpy(), return_counts=True)[1]
-    samples = int(np.maximum(lengths - 3, 0).sum())
-    return pa.table(
-        {
-            "shard": [shard],
-            "interactions": [batch.num_rows],
-            "train_samples": [samples],
-            "train_windows": [windows],
-        }
-    )
-
-
 def write_shard_files(interactions: pa.Table, out_dir: Path, shard: int, max_history: int) -> int:
     """interactions/, splits/train/ and splits/train_windows/ part-<shard> of one shard (may be
     empty); returns the number of training windows written."""
@@ -94,26 +74,3 @@ def write_shard_files(interactions: pa.Table, out_dir: Path, shard: int, max_his
     windows = windows_table(item, starts, lengths, max_history + 1, users)
     pq.write_table(windows, out_dir / "splits" / "train_windows" / part_name(shard))
     return windows.num_rows
-
-
-def write_shards_with_ray(
-    tables: list[pa.Table], out_dir: Path, max_history: int
-) -> list[dict[str, Any]]:
-    """Write every non-empty shard as one Ray Data task; empty shards are written here."""
-    import ray.data
-
-    for shard, table in enumerate(tables):
-        if table.num_rows == 0:
-            empty = table.drop_columns(["shard"]).cast(INTERACTION_SCHEMA)
-            write_shard_files(empty, out_dir, shard, max_history)
-    busy = [t for t in tables if t.num_rows]
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    dataset = ray.data.from_arrow(busy).map_batches(
-        write_shard,
-        batch_size=None,
-        batch_format="pyarrow",
-        fn_kwargs={"out_dir": str(out_dir), "max_history": max_history},
-        num_cpus=1,
-    )
-    return sorted(dataset.take_all(), key=lambda r: r["shard"])

@@ -50,13 +50,18 @@ def samples_table(
 
 
 def eval_split(
-    item: np.ndarray, lengths: np.ndarray, split: str, max_history: int
+    item: np.ndarray,
+    lengths: np.ndarray,
+    split: str,
+    max_history: int,
+    user_ids: np.ndarray | None = None,
 ) -> tuple[pa.Table, int]:
-    """valid or test samples of every user that has a non-empty history, and the users without."""
+    """valid or test samples of every user that has a non-empty history, and the users without
+    (user_ids int64 [U] maps local user indices to the written user_id; identity when None)."""
     back = {"test": 1, "valid": 2}[split]
     starts = np.cumsum(lengths) - lengths
     users = np.flatnonzero(lengths > back)
-    table = samples_table(item, starts, users, lengths[users] - back, max_history)
+    table = samples_table(item, starts, users, lengths[users] - back, max_history, user_ids)
     return table, int(len(lengths) - len(users))
 
 

@@ -23,10 +23,12 @@ def training_item_counts(train_split: Path, num_items: int) -> np.ndarray:
         raise ArtifactError(f"{train_split} has no part-*.parquet files: run the prepare stage")
     counts = np.zeros(num_items, dtype=np.int64)
     for file in files:
-        table = pq.read_table(file, columns=["history", "target"])
-        np.add.at(counts, table["target"].to_numpy().astype(np.int64), 1)
-        firsts = [h[0] for h in table["history"].to_pylist() if len(h) == 1]
-        np.add.at(counts, np.asarray(firsts, dtype=np.int64), 1)
+        for batch in pq.ParquetFile(file).iter_batches(1 << 16, columns=["history", "target"]):
+            np.add.at(counts, batch.column("target").to_numpy().astype(np.int64), 1)
+            history = batch.column("history")
+            offsets = history.offsets.to_numpy()
+            firsts = offsets[:-1][np.diff(offsets) == 1]
+            np.add.at(counts, history.values.to_numpy()[firsts].astype(np.int64), 1)
     return counts
 
 

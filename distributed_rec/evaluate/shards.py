@@ -11,14 +11,19 @@ user_id:int64, target:int64, ranked:list<int64> (the generated top-K, best first
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distributed_rec.errors import ArtifactError, DataError
+
+READ_ROWS = 1 << 16
+"""Rows per record batch when a split file is streamed."""
 
 
 @dataclass
@@ -32,18 +37,64 @@ class EvalUsers:
     def __len__(self) -> int:
         return len(self.user_ids)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 [U]: history lengths."""
+        return np.fromiter((len(h) for h in self.histories), np.int64, len(self.histories))
+
     def take(self, rows: np.ndarray) -> EvalUsers:
         return EvalUsers(self.user_ids[rows], [self.histories[r] for r in rows], self.targets[rows])
 
 
-def read_split(path: Path, max_history: int) -> EvalUsers:
-    """Read a valid/test split file (user_id, history, target); errors name the file.
+@dataclass
+class SplitIndex:
+    """What the driver reads of a split to plan shards: per row user_id, history length and
+    target, int64 [U] each (never the histories); `rows` [U] are the rows in the file."""
 
-    Histories keep their `max_history` most recent items.
-    """
+    user_ids: np.ndarray
+    lengths: np.ndarray
+    targets: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def take(self, rows: np.ndarray) -> SplitIndex:
+        return SplitIndex(
+            self.user_ids[rows], self.lengths[rows], self.targets[rows], self.rows[rows]
+        )
+
+
+def _split_file(path: Path) -> pq.ParquetFile:
     if not path.exists():
         raise ArtifactError(f"{path} is missing: run the prepare stage first")
-    table = pq.read_table(path, columns=["user_id", "history", "target"])
+    return pq.ParquetFile(path)
+
+
+def read_split_index(path: Path, max_history: int) -> SplitIndex:
+    """user_id, truncated history length and target of every row of a valid/test split file,
+    streamed batch by batch; an empty history is an error naming the file."""
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for batch in _split_file(path).iter_batches(
+        READ_ROWS, columns=["user_id", "history", "target"]
+    ):
+        lengths = pc.fill_null(pc.list_value_length(batch.column("history")), 0).to_numpy()
+        if (lengths == 0).any():
+            raise DataError(path, "a row has an empty history")
+        parts.append(
+            (
+                batch.column("user_id").to_numpy().astype(np.int64),
+                np.minimum(lengths.astype(np.int64), max_history),
+                batch.column("target").to_numpy().astype(np.int64),
+            )
+        )
+    user_ids, lengths, targets = (
+        np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64) for i in range(3)
+    )
+    return SplitIndex(user_ids, lengths, targets, np.arange(len(user_ids), dtype=np.int64))
+
+
+def _users(table: pa.Table, path: Path, max_history: int) -> EvalUsers:
     histories = table["history"].to_pylist()
     if any(h is None or len(h) == 0 for h in histories):
         raise DataError(path, "a row has an empty history")
@@ -54,10 +105,51 @@ def read_split(path: Path, max_history: int) -> EvalUsers:
     )
 
 
-def plan_shards(users: EvalUsers, batch_size: int, num_shards: int) -> list[np.ndarray]:
+def iter_split_rows(path: Path, rows: np.ndarray, max_history: int) -> Iterator[EvalUsers]:
+    """The users of the increasing file rows `rows`, a record batch at a time, in one pass."""
+    wanted = np.asarray(rows, dtype=np.int64)
+    first = 0
+    for batch in _split_file(path).iter_batches(
+        READ_ROWS, columns=["user_id", "history", "target"]
+    ):
+        lo, hi = np.searchsorted(wanted, [first, first + batch.num_rows])
+        if hi > lo:
+            table = pa.Table.from_batches([batch]).take(pa.array(wanted[lo:hi] - first))
+            yield _users(table, path, max_history)
+        first += batch.num_rows
+
+
+def read_split_rows(path: Path, rows: np.ndarray, max_history: int) -> EvalUsers:
+    """The users of file rows `rows` (in that order), streamed: memory holds these users only.
+
+    Histories keep their `max_history` most recent items."""
+    wanted = np.sort(np.asarray(rows, dtype=np.int64))
+    parts = list(iter_split_rows(path, wanted, max_history))
+    got = sum(len(p) for p in parts)
+    if got != len(wanted):
+        raise DataError(path, f"has fewer rows than row {int(wanted.max(initial=-1))} asked for")
+    in_file_order = EvalUsers(
+        user_ids=np.concatenate([p.user_ids for p in parts] or [np.zeros(0, np.int64)]),
+        histories=[h for p in parts for h in p.histories],
+        targets=np.concatenate([p.targets for p in parts] or [np.zeros(0, np.int64)]),
+    )
+    return in_file_order.take(np.searchsorted(wanted, rows))  # back to the order asked for
+
+
+def read_split(path: Path, max_history: int) -> EvalUsers:
+    """Every row of a valid/test split file (user_id, history, target); errors name the file.
+
+    Histories keep their `max_history` most recent items.
+    """
+    rows = np.arange(_split_file(path).metadata.num_rows, dtype=np.int64)
+    return read_split_rows(path, rows, max_history)
+
+
+def plan_shards(
+    users: EvalUsers | SplitIndex, batch_size: int, num_shards: int
+) -> list[np.ndarray]:
     """Row indices of each non-empty shard (at most `num_shards`), in decoding order."""
-    lengths = np.fromiter((len(h) for h in users.histories), np.int64, len(users))
-    order = np.lexsort((users.user_ids, lengths))
+    order = np.lexsort((users.user_ids, users.lengths))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     count = min(num_shards, len(batches))
     return [np.concatenate(batches[shard::count]) for shard in range(count)]

@@ -1,8 +1,10 @@
 """The evaluate stage: sharded decoding as a Ray batch job, merged metrics, popularity floor.
 
-Each shard is a Ray task (retried when its worker dies or it raises) that loads the checkpoint
-once, decodes its users and writes a Parquet file; the driver merges the files and computes the
-metrics, so they equal a single-process run. `evaluate.use_ray=false` runs the shards in-process.
+The driver reads only user ids, history lengths and targets of each split (to sample users and
+plan the shards); each shard is a Ray task (retried when its worker dies or it raises) that
+reads its own users' histories from the split file, loads the checkpoint once, decodes and
+writes a Parquet file; the driver merges the files and computes the metrics, so they equal a
+single-process run. `evaluate.use_ray=false` runs the shards in-process.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from distributed_rec.decode.scoring import decode_uses_bf16
 from distributed_rec.distributed.env import resolve_device
 from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.errors import ArtifactError, DistributedRecError
-from distributed_rec.evaluate.metrics import ranking_metrics
-from distributed_rec.evaluate.popularity import popularity_metrics, training_item_counts
+from distributed_rec.evaluate.metrics import popularity_ranking, ranking_metrics
+from distributed_rec.evaluate.popularity import training_item_counts
 from distributed_rec.evaluate.shards import (
-    EvalUsers,
+    SplitIndex,
+    iter_split_rows,
     plan_shards,
     read_predictions,
-    read_split,
+    read_split_index,
     shard_path,
 )
 from distributed_rec.evaluate.tables import metrics_markdown
@@ -37,13 +40,13 @@ from distributed_rec.semantic_ids.id_table import SemanticIdTable
 
 log = logging.getLogger(__name__)
 
-Job = tuple[str, int, EvalUsers]
-"""(split, shard index, the shard's users)."""
+Job = tuple[str, int, np.ndarray]
+"""(split, shard index, the split-file rows of the shard's users in decoding order)."""
 
 
 def _run_in_process(config: JobConfig, jobs: list[Job]) -> tuple[list[dict[str, Any]], float]:
     started = time.perf_counter()
-    results = [decode_shard(config, split, shard, users) for split, shard, users in jobs]
+    results = [decode_shard(config, split, shard, rows) for split, shard, rows in jobs]
     return results, time.perf_counter() - started
 
 
@@ -68,9 +71,7 @@ def _run_with_ray(config: JobConfig, jobs: list[Job]) -> tuple[list[dict[str, An
         started = time.perf_counter()
         config_ref = ray.put(config)
         marker = os.environ.get(CRASH_ONCE_ENV, "")
-        refs = [
-            task.remote(config_ref, split, shard, users, marker) for split, shard, users in jobs
-        ]
+        refs = [task.remote(config_ref, split, shard, rows, marker) for split, shard, rows in jobs]
         try:
             results = ray.get(refs)
         except RayTaskError as err:
@@ -87,13 +88,25 @@ def _check_inputs(paths: RunPaths) -> None:
         raise ArtifactError(f"{paths.best_model} is missing: run the train stage first")
 
 
-def sample_users(users: EvalUsers, evaluate: EvaluateConfig) -> EvalUsers:
+def sample_users(users: SplitIndex, evaluate: EvaluateConfig) -> SplitIndex:
     """All users, or a seeded sample of `evaluate.max_users` of them (in their original order)."""
     if not evaluate.max_users or len(users) <= evaluate.max_users:
         return users
     rng = np.random.default_rng(evaluate.sample_seed)
     rows = np.sort(rng.choice(len(users), size=evaluate.max_users, replace=False))
     return users.take(rows)
+
+
+def _popularity(
+    paths: RunPaths, config: JobConfig, counts_N: np.ndarray, users: SplitIndex, split: str
+) -> dict[str, float]:
+    """The popularity floor's metrics on `users`, their histories streamed from the split."""
+    path, k = paths.eval_split(split), config.decode.top_k
+    parts = [
+        popularity_ranking(counts_N, part.histories, k, exclude_history=True)
+        for part in iter_split_rows(path, users.rows, config.data.max_history)
+    ]
+    return ranking_metrics(np.concatenate(parts) if parts else np.zeros((0, k)), users.targets)
 
 
 def run_evaluate(config: JobConfig) -> dict[str, Any]:
@@ -103,7 +116,7 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
     _check_inputs(paths)
     users = {
         split: sample_users(
-            read_split(paths.eval_split(split), config.data.max_history), config.evaluate
+            read_split_index(paths.eval_split(split), config.data.max_history), config.evaluate
         )
         for split in config.evaluate.splits
     }
@@ -114,7 +127,7 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
     jobs: list[Job] = []
     for split, plan in plans.items():
         shutil.rmtree(paths.predictions(split), ignore_errors=True)  # no stale shards
-        jobs += [(split, shard, users[split].take(rows)) for shard, rows in enumerate(plan)]
+        jobs += [(split, shard, users[split].rows[rows]) for shard, rows in enumerate(plan)]
 
     run = _run_with_ray if config.evaluate.use_ray else _run_in_process
     shard_results, decode_seconds = run(config, jobs)
@@ -130,7 +143,7 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
     counts = training_item_counts(paths.train_split, num_items)
     total_users = sum(len(u) for u in users.values())
     metrics.update(
-        popularity=popularity_metrics(counts, users[popularity_split], config.decode.top_k),
+        popularity=_popularity(paths, config, counts, users[popularity_split], popularity_split),
         popularity_split=popularity_split,
         users={split: len(u) for split, u in users.items()},
         users_per_s=total_users / decode_seconds,

@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig
 from distributed_rec.decode import ValidIdIndex, model_scoring, recommend
 from distributed_rec.distributed.env import resolve_device
 from distributed_rec.errors import ArtifactError
-from distributed_rec.evaluate.shards import EvalUsers, shard_path, write_predictions
+from distributed_rec.evaluate.shards import read_split_rows, shard_path, write_predictions
 from distributed_rec.model import MaskPredictor
 from distributed_rec.model.weights import load_best_model
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
@@ -71,13 +73,16 @@ def _record_attempt(split: str, shard: int, node: str | None) -> None:
 
 
 def decode_shard(
-    config: JobConfig, split: str, shard: int, users: EvalUsers, crash_marker: str = ""
+    config: JobConfig, split: str, shard: int, rows: np.ndarray, crash_marker: str = ""
 ) -> dict[str, Any]:
-    """Decode one shard's users and write DIR/evaluate/predictions/<split>/shard-XXXXX.parquet."""
+    """Decode the users of split-file rows `rows` (read here, in that order) and write
+    DIR/evaluate/predictions/<split>/shard-XXXXX.parquet."""
     _maybe_crash(crash_marker, shard)
     node = _node_id()
     _record_attempt(split, shard, node)
     started = time.perf_counter()
+    paths = RunPaths(Path(config.run_dir))
+    users = read_split_rows(paths.eval_split(split), rows, config.data.max_history)
     model, table, index = load_for_decoding(config)
     ranked_UK = recommend(
         model_scoring(model, config.decode.precision, config.cached_decoding),
@@ -91,7 +96,7 @@ def decode_shard(
         index=index,
         exclude_history=config.decode.exclude_history,
     )
-    path = shard_path(RunPaths(Path(config.run_dir)).predictions(split), shard)
+    path = shard_path(paths.predictions(split), shard)
     write_predictions(path, users, ranked_UK)
     seconds = time.perf_counter() - started
     return {"path": str(path), "users": len(users), "seconds": seconds, "node": node}

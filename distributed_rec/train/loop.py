@@ -36,8 +36,6 @@ from distributed_rec.train.data import (
     SampleSet,
     epoch_order,
     micro_batches,
-    read_samples,
-    read_windows,
     steps_per_epoch,
 )
 from distributed_rec.train.ds_config import deepspeed_config, resolve_precision
@@ -45,6 +43,7 @@ from distributed_rec.train.ds_ops import load_deepspeed_ops
 from distributed_rec.train.early_stopping import EarlyStopping
 from distributed_rec.train.optim import build_optimizer
 from distributed_rec.train.reporting import Reporter
+from distributed_rec.train.streamed import StreamedSamples, open_samples, open_windows
 from distributed_rec.train.validate import ValidationRunner
 
 log = logging.getLogger(__name__)
@@ -66,11 +65,12 @@ class Progress:
     finished: bool = False
 
 
-def _item_codes(table: SemanticIdTable, samples: SampleSet) -> np.ndarray:
+def _item_codes(table: SemanticIdTable, samples: SampleSet | StreamedSamples) -> np.ndarray:
     """int64 [num_items, M] codes by item id; every trained item must have an ID."""
-    num_items = int(max(table.item_ids.max(), samples.items.max())) + 1
+    used = samples.item_ids()
+    num_items = int(max(table.item_ids.max(), used.max(initial=-1))) + 1
     codes = table.dense_codes(num_items)
-    missing = np.unique(samples.items[codes[samples.items, 0] < 0])
+    missing = used[codes[used, 0] < 0]
     if len(missing):
         raise ArtifactError(
             f"{len(missing)} training items have no semantic ID (e.g. item {int(missing[0])}); "
@@ -101,9 +101,9 @@ class Trainer:
         self.max_items = config.data.max_history + 1
         self.whole_sequence = config.whole_sequence_training
         if self.whole_sequence:
-            self.samples = read_windows(self.paths.train_windows, self.max_items)
+            self.samples = open_windows(self.paths.train_windows, self.max_items)
         else:
-            self.samples = read_samples(self.paths.train_split, config.data.max_history)
+            self.samples = open_samples(self.paths.train_split, config.data.max_history)
         self.item_codes = _item_codes(self.table, self.samples)
         self.epoch_steps = steps_per_epoch(len(self.samples), self.cfg.global_batch_size)
         if self.epoch_steps == 0:
@@ -189,8 +189,8 @@ class Trainer:
     def train_step(self, epoch: int, step: int, ids_G: np.ndarray) -> dict[str, float]:
         """One optimiser step on global batch `ids_G`; returns its loss terms (all processes)."""
         M, K, G = self.table.num_heads, self.table.codebook_size, len(ids_G)
-        lengths_G = self.samples.lengths[ids_G]
-        targets = int(self.samples.targets[ids_G].sum())
+        lengths_G = self.samples.lengths_of(ids_G)
+        targets = int(self.samples.targets_of(ids_G).sum())
         norm = Normalisers(target_tokens=float(targets * M), real_tokens=float(lengths_G.sum() * M))
         draw = draw_window_noise if self.whole_sequence else draw_noise
         noise = draw(noise_generator(self.cfg.seed, epoch, step), G, self.max_items, M)
@@ -231,8 +231,8 @@ class Trainer:
             wall, cpu = time.perf_counter(), time.process_time()
             ids_G = order[step * G : (step + 1) * G]
             losses = self.train_step(progress.epoch, step, ids_G)
-            tokens = int(self.samples.lengths[ids_G].sum()) * self.table.num_heads
-            targets = int(self.samples.targets[ids_G].sum())
+            tokens = int(self.samples.lengths_of(ids_G).sum()) * self.table.num_heads
+            targets = int(self.samples.targets_of(ids_G).sum())
             progress.global_step += 1
             progress.step_in_epoch = step + 1
             progress.samples += G

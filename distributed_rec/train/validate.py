@@ -17,7 +17,7 @@ from distributed_rec.distributed import env
 from distributed_rec.model import MaskPredictor
 from distributed_rec.model.weights import save_best_model
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-from distributed_rec.train.data import read_eval_split
+from distributed_rec.train.data import eval_split_rows, read_eval_split
 
 
 def sample_users(num_users: int, max_users: int, seed: int) -> np.ndarray:
@@ -74,13 +74,17 @@ class ValidationRunner:
         self.targets = np.zeros(0, dtype=np.int64)
         self.index: Any = None
         if is_main:
-            from distributed_rec.decode import ValidIdIndex
+            eval_split_rows(paths.eval_split("valid"))  # a missing split fails before training
 
-            self.index = ValidIdIndex(table, device)
-            histories, targets = read_eval_split(paths.eval_split("valid"), config.data.max_history)
-            users = sample_users(len(targets), config.train.eval_max_users, config.train.seed)
-            self.histories = [histories[u] for u in users]
-            self.targets = targets[users]
+    def _load(self) -> None:
+        """The sampled valid users (rank 0), read at the first validation: training that never
+        validates never holds them (all users when train.eval_max_users is 0)."""
+        from distributed_rec.decode import ValidIdIndex
+
+        config, path = self.config, self.paths.eval_split("valid")
+        self.index = ValidIdIndex(self.table, self.device)
+        users = sample_users(eval_split_rows(path), config.train.eval_max_users, config.train.seed)
+        self.histories, self.targets = read_eval_split(path, config.data.max_history, users)
 
     def _gathered(self, engine: Any) -> Any:
         """Full parameters on every rank under ZeRO-3 (a no-op context otherwise)."""
@@ -94,6 +98,8 @@ class ValidationRunner:
         metrics: list[dict[str, float] | None] = [None]
         with self._gathered(engine):
             if self.is_main:
+                if self.index is None:
+                    self._load()
                 metrics[0] = validate(
                     engine.module.model,
                     self.histories,

@@ -6,6 +6,7 @@ read together with the same metadata file. The item is `parent_asin`; `brand` re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,7 +30,7 @@ REVIEW_FIELDS = ("user_id", "parent_asin", "timestamp")
 _JSONL = (".jsonl", ".jsonl.gz")
 
 
-def _metadata(root: Path, name: str, errors: str) -> tuple[pa.Table, Path, Issues]:
+def read_metadata(root: Path, name: str, errors: str) -> tuple[pa.Table, Path, Issues]:
     found = find_by_suffix(root, _JSONL, prefix="meta_")
     if name not in found:
         raise DataError(root, f"no metadata file meta_{name}.jsonl[.gz] for the reviews of {name}")
@@ -53,12 +54,16 @@ def _metadata(root: Path, name: str, errors: str) -> tuple[pa.Table, Path, Issue
     return table, path, issues
 
 
-def _review_rows(path: Path, issues: Issues) -> pa.Table:
+def review_rows(
+    path: Path, issues: Issues, lines_in: Iterator[tuple[int, str]] | None = None
+) -> pa.Table:
+    """user, item, timestamp (strings) and line of the reviews of `path` (or of `lines_in`,
+    some of its lines), parsed line by line; problems go to `issues`."""
     users: list[object] = []
     items: list[object] = []
     stamps: list[object] = []
     lines: list[int] = []
-    for lineno, record in iter_json_records(path, issues):
+    for lineno, record in iter_json_records(path, issues, lines_in):
         absent = [f for f in REVIEW_FIELDS if f not in record]
         if absent:
             issues.report("missing_field", path, f"missing field '{absent[0]}'", lineno)
@@ -87,8 +92,8 @@ def read_amazon2023(config: DataConfig) -> RawData:
         root, found, config.name, "<Category>.jsonl[.gz] and meta_<Category>.jsonl[.gz]"
     )
     path, issues = found[name], Issues(config.errors)
-    interactions = validate_interactions(_review_rows(path, issues), path, issues)
-    items, meta_path, meta_issues = _metadata(root, name, config.errors)
+    interactions = validate_interactions(review_rows(path, issues), path, issues)
+    items, meta_path, meta_issues = read_metadata(root, name, config.errors)
     return RawData(interactions, items, path, meta_path, issues, meta_issues, dict(ALIASES))
 
 
@@ -118,7 +123,7 @@ def read_amazon2023_benchmark(config: DataConfig) -> RawData:
         source = pa.array([len(paths)] * rows.num_rows, pa.int32())
         parts.append(rows.append_column("source", source))
         paths.append(path)
-    items, meta_path, meta_issues = _metadata(root, name, config.errors)
+    items, meta_path, meta_issues = read_metadata(root, name, config.errors)
     interactions = pa.concat_tables(parts)
     return RawData(
         interactions, items, found[name], meta_path, issues, meta_issues, dict(ALIASES), paths

@@ -52,15 +52,19 @@ def _user_plan(config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lengths.astype(np.int64), topics, starts
 
 
-def generate_chunks(config: DataConfig) -> Iterator[pa.Table]:
-    """Tables of user int64, item int64, timestamp int64 in user order, one per user chunk."""
+def generate_chunks(config: DataConfig, chunks: range | None = None) -> Iterator[pa.Table]:
+    """Tables of user int64, item int64, timestamp int64 in user order, one per user chunk of
+    `chunks` (default: all; chunk c holds users c * CHUNK_USERS ..)."""
     lengths, start_topic, start_time = _user_plan(config)
     items, topics = config.synthetic_items, num_topics(config.synthetic_items)
     per_topic = (items - np.arange(topics) + topics - 1) // topics  # items of topic t: t, t+C, ..
     ranks = np.arange(1, int(per_topic.max()) + 1, dtype=np.float64)
     cdf = np.cumsum(ranks**-config.synthetic_zipf)
     cdf /= cdf[-1]
-    for chunk, first in enumerate(range(0, config.synthetic_users, CHUNK_USERS)):
+    if chunks is None:
+        chunks = range(-(-config.synthetic_users // CHUNK_USERS))
+    for chunk in chunks:
+        first = chunk * CHUNK_USERS
         rng = np.random.default_rng([config.synthetic_seed, 1, chunk])
         lens = lengths[first : first + CHUNK_USERS]
         users = np.repeat(np.arange(first, first + len(lens)), lens)

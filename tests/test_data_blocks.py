@@ -1,0 +1,177 @@
+"""The out-of-core prepare path: block planning, the fast JSON-lines parser against the exact
+one, and the sharded pipeline against the in-memory reference (read_dataset + clean)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from data_support import META, meta_records, review_records, write_jsonl
+
+from distributed_rec.config import load_config
+from distributed_rec.data import blocks
+from distributed_rec.data.cleaning import clean
+from distributed_rec.data.files import iter_block_lines
+from distributed_rec.data.issues import Issues
+from distributed_rec.data.items import drop_missing_metadata, unique_metadata
+from distributed_rec.data.jsonl import parse_review_block
+from distributed_rec.data.prepare import run_prepare
+from distributed_rec.data.readers import read_dataset
+from distributed_rec.data.readers.amazon2023 import review_rows
+from distributed_rec.distributed.ray_runtime import start_local_ray
+from distributed_rec.errors import DataError
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    import ray
+
+    start_local_ray(num_cpus=2, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _many_reviews(n: int = 3000) -> list[object]:
+    rng = np.random.default_rng(0)
+    events = [(f"u{rng.integers(0, 200)}", f"i{rng.integers(1, 5)}", int(t)) for t in range(n)]
+    records: list[object] = review_records(events)
+    records[17] = "{broken"
+    records[400] = {"user_id": "u1", "parent_asin": "i2"}  # no timestamp
+    records[1900] = {"user_id": None, "parent_asin": "i1", "timestamp": 5}
+    records[2500] = {"user_id": "u7", "parent_asin": "i9", "timestamp": 5}  # no metadata
+    records[2600] = '{"user_id": "u2", "parent_asin": "i1", "timestamp": 5, "x": {"a": 1, "a": 2}}'
+    records[2700] = {"user_id": "u3", "parent_asin": "i1", "timestamp": "noon"}
+    return records
+
+
+def test_line_blocks_cover_the_file_on_line_boundaries(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"".join(b"%d\n" % i * (i % 3) for i in range(200)) + b"tail")
+    planned = blocks.line_blocks(path, block_bytes=37)
+    data = path.read_bytes()
+    assert planned[0].start == 0 and planned[-1].end == len(data)
+    for before, after in zip(planned, planned[1:], strict=False):
+        assert before.end == after.start and data[before.end - 1 : before.end] == b"\n"
+        assert after.first_line == before.first_line + data.count(b"\n", before.start, before.end)
+
+
+@pytest.mark.parametrize("errors", ["strict", "lenient"])
+def test_fast_parser_equals_the_exact_one(tmp_path, errors):
+    path = write_jsonl(tmp_path / "Home.jsonl", [*review_records(), "", "  ", *review_records()])
+    data = path.read_bytes()
+    fast_issues, exact_issues = Issues(errors), Issues(errors)
+    fast = parse_review_block(path, data, 1, fast_issues)
+    exact = review_rows(path, exact_issues, iter_block_lines(path, data, 1))
+    assert fast.equals(exact) and fast["line"].to_pylist()[-1] == 20
+    # a block with a bad line falls back to the exact parser: same rows, same counted skip
+    bad = data.replace(b'"u2"', b'"u2', 1)
+    if errors == "strict":
+        with pytest.raises(Exception, match=":3: not valid JSON"):
+            parse_review_block(path, bad, 1, Issues(errors))
+        return
+    fast_issues = Issues(errors)
+    fast = parse_review_block(path, bad, 1, fast_issues)
+    assert fast.num_rows == 17 and fast_issues.as_dict() == {"malformed_json": 1}
+
+
+def _prepare(run_dir: Path, *args: str) -> dict:
+    run_prepare(load_config(None, [f"--run_dir={run_dir}", *args]))
+    return json.loads((run_dir / "prepare" / "stats.json").read_text())
+
+
+def _outputs(run_dir: Path) -> dict[str, pa.Table]:
+    root = run_dir / "prepare"
+    return {str(p.relative_to(root)): pq.read_table(p) for p in sorted(root.rglob("*.parquet"))}
+
+
+def test_many_blocks_and_gzip_equal_one_block_and_the_reference(
+    tmp_path, monkeypatch, ray_instance
+):
+    records = _many_reviews()
+    raw = tmp_path / "plain"
+    raw.mkdir()
+    write_jsonl(raw / "Home.jsonl", records)
+    write_jsonl(raw / "meta_Home.jsonl", meta_records(META))
+    packed = tmp_path / "gz"
+    packed.mkdir()
+    (packed / "Home.jsonl.gz").write_bytes(gzip.compress((raw / "Home.jsonl").read_bytes()))
+    write_jsonl(packed / "meta_Home.jsonl", meta_records(META))
+    args = ("--data.format=amazon2023", "--data.errors=lenient", "--data.kcore=2")
+    one = _prepare(tmp_path / "one", *args, f"--data.path={raw}", "--data.num_shards=3")
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4096)
+    assert len(blocks.plan_blocks(load_config(None, [*args, f"--data.path={raw}"]).data)) > 20
+    many = _prepare(tmp_path / "many", *args, f"--data.path={raw}", "--data.num_shards=3")
+    gz = _prepare(tmp_path / "gz_run", *args, f"--data.path={packed}", "--data.num_shards=3")
+    assert many["read_blocks"] > 20 and gz["read_blocks"] == 1
+    assert one["dropped"] == many["dropped"] == gz["dropped"] == {
+        "malformed_json": 1, "missing_field": 1, "null_user": 1, "bad_timestamp": 1,
+        "duplicate_key": 1, "missing_metadata": 1, "duplicate": one["dropped"]["duplicate"],
+        "kcore": one["dropped"]["kcore"],
+    }  # fmt: skip
+    for stats in (many, gz):
+        for key in ("users", "items", "interactions", "raw", "split", "shards"):
+            assert stats[key] == one[key]
+    expected = _outputs(tmp_path / "one")
+    for run in ("many", "gz_run"):
+        got = _outputs(tmp_path / run)
+        assert got.keys() == expected.keys()
+        assert all(got[name].equals(expected[name]) for name in expected)
+    # the in-memory reference: read_dataset, metadata check and clean() in one process
+    config = load_config(None, [*args, f"--data.path={raw}"]).data
+    reference = read_dataset(config)
+    drop_missing_metadata(reference, unique_metadata(reference))
+    cleaned = clean(reference, 2)
+    interactions = pa.concat_tables(
+        expected[name] for name in sorted(expected) if name.startswith("interactions/")
+    ).sort_by([("user_id", "ascending"), ("seq", "ascending")])
+    assert interactions["user_id"].to_pylist() == cleaned.user.tolist()
+    assert interactions["item_id"].to_pylist() == cleaned.item.tolist()
+    assert interactions["timestamp"].to_pylist() == cleaned.timestamp.tolist()
+    assert one["dropped"]["duplicate"] == cleaned.dropped["duplicate"]
+    assert one["dropped"]["kcore"] == cleaned.dropped["kcore"]
+
+
+def test_synthetic_integer_ids_match_the_reference(tmp_path, monkeypatch, ray_instance):
+    args = ["--data.format=synthetic", "--data.synthetic_users=140000",
+            "--data.synthetic_items=20000", "--data.synthetic_interactions=700000",
+            "--data.kcore=5", "--data.num_shards=4"]  # fmt: skip
+    monkeypatch.setattr(blocks, "SYNTHETIC_CHUNKS_PER_BLOCK", 1)
+    stats = _prepare(tmp_path / "run", *args)
+    assert stats["read_blocks"] == 3 and stats["kcore_rounds"] >= 2
+    cleaned = clean(read_dataset(load_config(None, args).data), 5)
+    got = _outputs(tmp_path / "run")
+    interactions = pa.concat_tables(
+        got[n] for n in sorted(got) if n.startswith("interactions/")
+    ).sort_by([("user_id", "ascending"), ("seq", "ascending")])
+    assert (
+        interactions["raw_user_id"].to_pylist()
+        == cleaned.user_ids.take(pa.array(cleaned.user)).to_pylist()
+    )
+    assert interactions["item_id"].to_pylist() == cleaned.item.tolist()
+    assert got["items.parquet"]["raw_item_id"].to_pylist() == cleaned.item_ids.to_pylist()
+    assert stats["dropped"] == cleaned.dropped
+
+
+def test_strict_error_in_a_later_block_names_its_line(tmp_path, monkeypatch, ray_instance):
+    records = review_records(
+        [(f"u{i % 50}", f"i{1 + i % 4}", i) for i in range(2000)]  # about 110 bytes a line
+    )
+    records[1499] = '{"user_id": "u1", "parent_asin": '
+    write_jsonl(tmp_path / "Home.jsonl", records)
+    write_jsonl(tmp_path / "meta_Home.jsonl", meta_records(META))
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8192)
+    args = ["--data.format=amazon2023", f"--data.path={tmp_path}"]
+    assert len(blocks.plan_blocks(load_config(None, args).data)) > 10
+    with pytest.raises(DataError) as err:
+        run_prepare(load_config(None, [f"--run_dir={tmp_path / 'run'}", *args]))
+    assert (err.value.path, err.value.line) == (str(tmp_path / "Home.jsonl"), 1500)
+    assert err.value.problem.startswith("not valid JSON")
+    assert not (tmp_path / "run" / "prepare").exists()
+    assert not (tmp_path / "run" / "_prepare_work").exists()
