@@ -178,12 +178,7 @@ def iter_lines(path: Path, issues: Issues, encoding: str = "utf-8") -> Iterator[
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
             for lineno, data in enumerate(handle, 1):  # noqa: B007 (lineno used after the loop)
-                try:
-                    text = data.decode(encoding)
-                except UnicodeDecodeError as err:
-                    raise _decode_error(path, data, err, encoding, lineno) from None
-                if lineno == 1 and utf8:
-                    text = text.removeprefix("\ufeff")
+                text = _decode_line(path, data, encoding, lineno, utf8)
                 if text.strip():
                     yield lineno, text
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
@@ -227,14 +222,18 @@ def iter_block_lines(
     if parts and not parts[-1]:
         parts.pop()
     for lineno, raw in enumerate(parts, first_line):
-        try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError as err:
-            raise _decode_error(path, raw, err, encoding, lineno) from None
-        if lineno == 1 and utf8:
-            text = text.removeprefix("\ufeff")
+        text = _decode_line(path, raw, encoding, lineno, utf8)
         if text.strip():
             yield lineno, text
+
+
+def _decode_line(path: Path, data: bytes, encoding: str, lineno: int, utf8: bool) -> str:
+    """Line `lineno` of `path` as text, without a UTF-8 byte-order mark on line 1."""
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, data, err, encoding, lineno) from None
+    return text.removeprefix("\ufeff") if lineno == 1 and utf8 else text
 
 
 def iter_json_records(
