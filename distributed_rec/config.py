@@ -36,6 +36,9 @@ LAUNCHERS = ("local", "deepspeed", "ray")
 PRECISIONS = ("auto", "fp32", "bf16")
 DECODE_ORDERS = ("adaptive", "l2r", "r2l")
 BASELINE_MODELS = ("sasrec", "tiger")
+RANKINGS = ("generative", "dense", "hybrid")
+"""Ranked lists from: the constrained beam search, the dense head (every item scored), or the
+beam's and the dense head's candidates re-scored by a weighted sum of both (`decode/hybrid.py`)."""
 WHOLE_SEQUENCE_ATTENTION = ("inter_item_causal",)
 """Attention under which one pass over a sequence gives every prefix's next-item loss exactly."""
 HISTORY_CACHE_ATTENTION = ("inter_item_causal", "causal")
@@ -237,6 +240,16 @@ class ModelConfig:
     """Weight of the next-item mask loss (0 ablates it)."""
     history_loss_weight: float = 3.5
     """lambda: weight of the user-history mask loss (0 ablates it)."""
+    dense_loss_weight: float = 0.0
+    """Weight of MaskGR's dense-retrieval loss (`model/dense.py`); > 0 adds the dense head and
+    the item text embeddings (DIR/embed) as an input on known items."""
+    dense_temperature: float = 0.1
+    """tau of the dense head's cosine softmax over all items."""
+    dense_learned_keys: bool = False
+    """Item keys = normalised text embedding plus a learned per-item offset (false: the text
+    embedding alone, as in MaskGR)."""
+    dense_text_input: bool = True
+    """Add the projected text embedding of every fully known item to its token embeddings."""
 
     def __post_init__(self) -> None:
         _check_choice("model.attention", self.attention, ATTENTION_KINDS)
@@ -253,6 +266,8 @@ class ModelConfig:
             raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
         _check_positive("model.item_loss_weight", self.item_loss_weight, allow_zero=True)
         _check_positive("model.history_loss_weight", self.history_loss_weight, allow_zero=True)
+        _check_positive("model.dense_loss_weight", self.dense_loss_weight, allow_zero=True)
+        _check_positive("model.dense_temperature", self.dense_temperature)
         if self.objective == "llada" and self.item_loss_weight == self.history_loss_weight == 0:
             raise ConfigError("model.item_loss_weight and model.history_loss_weight are both 0")
 
@@ -347,6 +362,15 @@ class DecodeConfig:
     exclude_history: bool = True
     """Never recommend an item of the user's own history (prepare drops repeated (user, item)
     events, so such an item is never the target); the popularity floor and SASRec do the same."""
+    ranking: str = "generative"
+    """One of RANKINGS; 'dense' and 'hybrid' need model.dense_loss_weight > 0."""
+    dense_candidates: int = 50
+    """Hybrid ranking: the dense head's top-N items added to the beam's candidates."""
+    hybrid_weight: float = -1.0
+    """Hybrid ranking: score = (1 - w) * generative log-prob + w * dense log-prob; w < 0 chooses
+    w on the validation split (NDCG@K over `hybrid_grid` steps of 0..1) and applies it to test."""
+    hybrid_grid: int = 20
+    """Hybrid ranking: w is chosen among 0, 1/n, ..., 1."""
     cache_history: Switch = Switch("auto")
     """Compute a user's history once and let every beam and step attend to its cached keys and
     values. 'auto': wherever exact (model.attention inter_item_causal or causal, where the
@@ -355,6 +379,11 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         _check_choice("decode.cache_history", self.cache_history, SWITCH_VALUES)
         _check_choice("decode.order", self.order, DECODE_ORDERS)
+        _check_choice("decode.ranking", self.ranking, RANKINGS)
+        _check_positive("decode.dense_candidates", self.dense_candidates, allow_zero=True)
+        _check_positive("decode.hybrid_grid", self.hybrid_grid)
+        if self.hybrid_weight > 1:
+            raise ConfigError(f"decode.hybrid_weight={self.hybrid_weight!r} must be <= 1")
         _check_choice("decode.precision", self.precision, PRECISIONS)
         _check_positive("decode.beam_size", self.beam_size)
         _check_positive("decode.steps", self.steps)
@@ -470,6 +499,11 @@ class JobConfig:
                 f"decode.cache_history=true is exact only with model.attention="
                 f"{' or '.join(HISTORY_CACHE_ATTENTION)} (got {attention!r}: the history attends "
                 "the target); set it to auto or false"
+            )
+        if self.decode.ranking != "generative" and self.model.dense_loss_weight == 0:
+            raise ConfigError(
+                f"decode.ranking={self.decode.ranking!r} needs the dense head: "
+                "set model.dense_loss_weight > 0"
             )
         if self.tokenize.num_heads % self.decode.steps:
             raise ConfigError(

@@ -11,8 +11,9 @@ import torch
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig, load_config
+from distributed_rec.embed.stage import write_embeddings
 from distributed_rec.model import build_mask_predictor
-from distributed_rec.model.weights import save_best_model
+from distributed_rec.model.weights import dense_items_for, save_best_model
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 
 NUM_ITEMS, NUM_USERS, M, K = 30, 40, 4, 8
@@ -86,7 +87,13 @@ def build_run_dir(config: JobConfig, seed: int = 0) -> None:
     )
     tuples = rng.choice(K**M, size=NUM_ITEMS, replace=False)
     codes = np.stack([(tuples // K**m) % K for m in range(M)], axis=1)
-    SemanticIdTable(np.arange(NUM_ITEMS), codes.astype(np.int64), K).write(paths.semantic_ids)
+    table = SemanticIdTable(np.arange(NUM_ITEMS), codes.astype(np.int64), K)
+    table.write(paths.semantic_ids)
+    if config.model.dense_loss_weight > 0:
+        vectors = rng.normal(size=(NUM_ITEMS, 12)).astype(np.float32)
+        write_embeddings(paths.item_embeddings, vectors, {"model": "random"})
     torch.manual_seed(seed)
-    model = build_mask_predictor(config.model, M, K, config.data.max_history + 1)
+    model = build_mask_predictor(
+        config.model, M, K, config.data.max_history + 1, dense_items_for(config, table)
+    )
     save_best_model(model, paths.best_model)

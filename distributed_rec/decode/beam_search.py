@@ -51,6 +51,19 @@ def _target_log_probs(scorer: TargetScorer, beams: Beams, K: int) -> torch.Tenso
     return torch.log_softmax(logits_RMK.float(), dim=-1)
 
 
+def _chosen_positions(
+    beams: Beams, log_probs_RMK: torch.Tensor, index: ValidIdIndex, order: str, count: int
+) -> torch.Tensor:
+    """bool [R, M]: the `count` positions each beam fills next under `order`."""
+    filled_RM = beams.filled_RM != UNFILLED
+    if order == "adaptive":  # confidence = max probability over the valid codes only
+        valid_RMK = index.valid_codes(beams.filled_RM)
+        priority_RMK = log_probs_RMK.masked_fill(~valid_RMK, -torch.inf)
+    else:
+        priority_RMK = log_probs_RMK
+    return choose_positions(order, priority_RMK, filled_RM, count)
+
+
 def _grouped_top(user_C: torch.Tensor, score_C: torch.Tensor, keep: int) -> torch.Tensor:
     """Indices of the best `keep` candidates of each user, grouped by user, best first.
 
@@ -127,17 +140,48 @@ def beam_search(
     )
     for step in range(steps):
         log_probs_RMK = _target_log_probs(scorer, beams, K)
-        filled_RM = beams.filled_RM != UNFILLED
-        if order == "adaptive":  # confidence = max probability over the valid codes only
-            valid_RMK = index.valid_codes(beams.filled_RM)
-            priority_RMK = log_probs_RMK.masked_fill(~valid_RMK, -torch.inf)
-        else:
-            priority_RMK = log_probs_RMK
-        chosen_RM = choose_positions(order, priority_RMK, filled_RM, M // steps)
+        chosen_RM = _chosen_positions(beams, log_probs_RMK, index, order, M // steps)
         last = step == steps - 1
         keep = max(beam_size, top_k) if last else beam_size
         beams = _expand(beams, log_probs_RMK, chosen_RM, index, keep, excluded_UH if last else None)
     return _ranked_lists(beams, index, U, top_k)
+
+
+def path_scores(
+    scorer: TargetScorer,
+    user_R: torch.Tensor,
+    codes_RM: torch.Tensor,
+    *,
+    index: ValidIdIndex,
+    steps: int,
+    order: str,
+) -> torch.Tensor:
+    """fp32 [R]: the score the search gives item `codes_RM[r]` for user `user_R[r]` along the
+    path it would take to that item (the positions `order` picks from what is filled so far,
+    the item's own codes filled in): equal to its beam score wherever the beam search keeps it.
+
+    `user_R` must be grouped by user, in user order (as the beams are).
+    """
+    R, M = codes_RM.shape
+    if M % steps:
+        raise ValueError(f"steps={steps} must divide the number of positions M={M}")
+    beams = Beams(
+        user_R=user_R,
+        filled_RM=torch.full_like(codes_RM, UNFILLED),
+        score_R=torch.zeros(R, dtype=torch.float32, device=codes_RM.device),
+    )
+    if R == 0:
+        return beams.score_R
+    for _ in range(steps):
+        log_probs_RMK = _target_log_probs(scorer, beams, index.codebook_size)
+        chosen_RM = _chosen_positions(beams, log_probs_RMK, index, order, M // steps)
+        gathered_RM = log_probs_RMK.gather(2, codes_RM[..., None])[..., 0]
+        beams = Beams(
+            user_R,
+            torch.where(chosen_RM, codes_RM, beams.filled_RM),
+            beams.score_R + torch.where(chosen_RM, gathered_RM, 0.0).sum(-1),
+        )
+    return beams.score_R
 
 
 def _first_of_each(group_R: torch.Tensor, key_R: torch.Tensor) -> torch.Tensor:

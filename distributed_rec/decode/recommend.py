@@ -24,7 +24,7 @@ def length_order(histories: Sequence[Sequence[int]]) -> np.ndarray:
     )
 
 
-def _dense_codes(table: SemanticIdTable, histories: Sequence[Sequence[int]]) -> np.ndarray:
+def codes_by_item(table: SemanticIdTable, histories: Sequence[Sequence[int]]) -> np.ndarray:
     """int64 [max item id + 1, M] codes by item id; ValueError naming an item without an ID."""
     top = max(int(table.item_ids.max()), max((max(h) for h in histories if len(h)), default=0))
     dense = np.full((top + 1, table.num_heads), -1, dtype=np.int64)
@@ -37,7 +37,7 @@ def _dense_codes(table: SemanticIdTable, histories: Sequence[Sequence[int]]) -> 
     return dense
 
 
-def _padded(histories: Sequence[Sequence[int]]) -> torch.Tensor:
+def padded_items(histories: Sequence[Sequence[int]]) -> torch.Tensor:
     """int64 [U, max length] item ids, -1 after each history."""
     longest = max((len(h) for h in histories), default=0)
     padded = np.full((len(histories), longest), -1, dtype=np.int64)
@@ -71,7 +71,7 @@ def recommend(
     """
     if index is None:
         index = ValidIdIndex(table, device)
-    dense = _dense_codes(table, histories)
+    dense = codes_by_item(table, histories)
     ranked = np.full((len(histories), top_k), -1, dtype=np.int64)
     rows = length_order(histories)
     with torch.inference_mode():
@@ -80,7 +80,7 @@ def recommend(
             tokens_UL, is_pad_UL = encode_sequences(
                 [histories[r] for r in batch], dense, table.codebook_size
             )
-            excluded_UH = _padded([histories[r] for r in batch]) if exclude_history else None
+            excluded_UH = padded_items([histories[r] for r in batch]) if exclude_history else None
             scorer = scoring(tokens_UL.to(index.device), is_pad_UL.to(index.device))
             items_UK, _ = beam_search(
                 scorer,

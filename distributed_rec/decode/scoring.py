@@ -57,7 +57,7 @@ def full_pass(logits_fn: LogitsFn) -> Scoring:
     return start
 
 
-def _decoding_autocast(model: torch.nn.Module, precision: str) -> Callable[[], Any]:
+def decoding_autocast(model: torch.nn.Module, precision: str) -> Callable[[], Any]:
     """Puts `model` in eval mode; returns a factory of its bf16 autocast context
     (enabled when `decode_uses_bf16` on the model's device)."""
     model.eval()
@@ -71,7 +71,7 @@ def model_logits_fn(model: torch.nn.Module, precision: str = "fp32") -> LogitsFn
 
     The logits are returned as fp32, so log-probabilities and beam scores are always fp32.
     """
-    autocast = _decoding_autocast(model, precision)
+    autocast = decoding_autocast(model, precision)
 
     def logits_fn(tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor) -> torch.Tensor:
         with autocast():
@@ -95,7 +95,7 @@ def cached_history(model: MaskPredictor, precision: str = "fp32") -> Scoring:
     Beams are laid out per user on a [U, B] grid (padding beams are fully masked targets whose
     outputs are dropped), so every user's cached keys serve all its beams in one matmul.
     """
-    autocast = _decoding_autocast(model, precision)
+    autocast = decoding_autocast(model, precision)
     M, K = model.num_heads, model.codebook_size
 
     def start(tokens_UL: torch.Tensor, is_pad_UL: torch.Tensor) -> TargetScorer:

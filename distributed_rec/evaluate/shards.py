@@ -6,7 +6,9 @@ the same time (decoding cost grows with history length). A user is therefore dec
 users, however many shards there are, so merged shard predictions equal a single-process run.
 
 Prediction files: DIR/evaluate/predictions/<split>/shard-XXXXX.parquet with columns
-user_id:int64, target:int64, ranked:list<int64> (the generated top-K, best first, -1 padding).
+user_id:int64, target:int64, ranked:list<int64> (the generated top-K, best first, -1 padding);
+with the dense head also dense:list<int64> (the dense top-K), candidates:list<int64> and their
+generative_scores, dense_scores:list<float32> (the hybrid candidates, `decode/hybrid.py`).
 """
 
 from __future__ import annotations
@@ -159,15 +161,30 @@ def shard_path(directory: Path, shard: int) -> Path:
     return directory / f"shard-{shard:05d}.parquet"
 
 
-def write_predictions(path: Path, users: EvalUsers, ranked_UK: np.ndarray) -> None:
-    """One shard's predictions, written to a temporary name and renamed (a retry overwrites)."""
-    table = pa.table(
-        {
-            "user_id": pa.array(users.user_ids, pa.int64()),
-            "target": pa.array(users.targets, pa.int64()),
-            "ranked": pa.array(list(ranked_UK), pa.list_(pa.int64())),
-        }
-    )
+def _list_column(rows_UX: np.ndarray) -> pa.Array:
+    U, X = rows_UX.shape
+    values = pa.array(np.ascontiguousarray(rows_UX).reshape(-1))
+    return pa.ListArray.from_arrays(pa.array(np.arange(U + 1, dtype=np.int32) * X), values)
+
+
+def write_predictions(
+    path: Path,
+    users: EvalUsers,
+    ranked_UK: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """One shard's predictions, written to a temporary name and renamed (a retry overwrites).
+
+    `extra` adds list columns, one [U, X] array (row u for user u) each.
+    """
+    columns = {
+        "user_id": pa.array(users.user_ids, pa.int64()),
+        "target": pa.array(users.targets, pa.int64()),
+        "ranked": pa.array(list(ranked_UK), pa.list_(pa.int64())),
+    }
+    for name, rows_UX in (extra or {}).items():
+        columns[name] = _list_column(rows_UX)
+    table = pa.table(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
@@ -184,3 +201,15 @@ def read_predictions(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndar
     order = np.argsort(user_ids, kind="stable")
     ranked = np.asarray(table["ranked"].to_pylist(), dtype=np.int64).reshape(len(table), -1)
     return user_ids[order], table["target"].to_numpy()[order], ranked[order]
+
+
+def read_prediction_columns(paths: list[Path], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """List columns `names` of the merged shards, sorted by user as `read_predictions`: [U, X]."""
+    table = pa.concat_tables([pq.read_table(p, columns=["user_id", *names]) for p in paths])
+    order = np.argsort(table["user_id"].to_numpy(), kind="stable")
+    out = {}
+    for name in names:
+        column = table[name].combine_chunks()
+        values = column.values.to_numpy(zero_copy_only=False)
+        out[name] = values.reshape(len(table), -1)[order]
+    return out

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from distributed_rec.artifacts import RunPaths, write_json_atomic
-from distributed_rec.config import EvaluateConfig, JobConfig
+from distributed_rec.config import ConfigError, EvaluateConfig, JobConfig
 from distributed_rec.decode.scoring import decode_uses_bf16
 from distributed_rec.distributed.env import resolve_device
 from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.errors import ArtifactError, DistributedRecError
 from distributed_rec.evaluate.metrics import popularity_ranking, ranking_metrics
+from distributed_rec.evaluate.modes import mode_metrics
 from distributed_rec.evaluate.popularity import training_item_counts
 from distributed_rec.evaluate.shards import (
     SplitIndex,
@@ -39,6 +40,12 @@ from distributed_rec.evaluate.worker import CRASH_ONCE_ENV, decode_shard
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 
 log = logging.getLogger(__name__)
+
+RANKED_LISTS = {
+    "generative": "generated top-K (constrained beam search over real items)",
+    "dense": "dense top-K (every item scored by the dense retrieval head)",
+    "hybrid": "hybrid top-K (beam and dense candidates re-scored by a weighted sum)",
+}
 
 Job = tuple[str, int, np.ndarray]
 """(split, shard index, the split-file rows of the shard's users in decoding order)."""
@@ -133,10 +140,23 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
     shard_results, decode_seconds = run(config, jobs)
 
     metrics: dict[str, Any] = {}
-    for split, plan in plans.items():
-        files = [shard_path(paths.predictions(split), shard) for shard in range(len(plan))]
-        _, targets, ranked = read_predictions(files)
-        metrics[split] = ranking_metrics(ranked, targets)
+    files = {
+        split: [shard_path(paths.predictions(split), shard) for shard in range(len(plan))]
+        for split, plan in plans.items()
+    }
+    targets: dict[str, np.ndarray] = {}
+    for split in plans:
+        _, targets[split], ranked = read_predictions(files[split])
+        metrics[split] = ranking_metrics(ranked, targets[split])
+    ranking: dict[str, Any] = {"mode": "generative"}
+    if config.model.dense_loss_weight > 0:
+        generative = {split: metrics[split] for split in plans}
+        try:
+            ranking.update(mode_metrics(files, targets, generative, config.decode))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        ranking["mode"] = config.decode.ranking
+        metrics.update(ranking["modes"][config.decode.ranking])
     popularity_split = "test" if "test" in users else config.evaluate.splits[-1]
     table = SemanticIdTable.read(paths.semantic_ids)
     num_items = 1 + max(int(table.item_ids.max()), *(int(u.targets.max()) for u in users.values()))
@@ -170,10 +190,14 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
                 "top_k",
                 "precision",
                 "exclude_history",
+                "ranking",
+                "dense_candidates",
+                "hybrid_weight",
             )
         },
         config_hash=config.section_hash("data", "tokenize", "model", "train", "decode"),
-        ranked_lists="generated top-K (constrained beam search over real items)",
+        ranked_lists=RANKED_LISTS[ranking["mode"]],
+        ranking=ranking,
     )
     uses_bf16 = decode_uses_bf16(config.decode.precision, resolve_device(config.device))
     metrics["decode"]["forward_dtype"] = "bf16" if uses_bf16 else "fp32"

@@ -23,14 +23,37 @@ def ranked_list_note(decode: dict[str, Any]) -> str:
     return RANKED_LIST_NOTE.format(history_rule=rule, **decode)
 
 
+MODE_NOTE = (
+    "The model's rows are its {mode} lists. Ranking modes, all from the same decode: generative "
+    "(the beam search's lists), dense (every item scored by the dense retrieval head), hybrid (the "
+    "beam's items plus the dense top-{dense_candidates}, ranked by (1 - w) * generative log-prob "
+    "+ w * dense log-prob, w = {weight:.4g} from {weight_from})."
+)
+
+
+def _mode_rows(metrics: dict[str, Any]) -> list[tuple[str, int | None, dict[str, float]]]:
+    ranking = metrics.get("ranking", {})
+    users = metrics.get("users", {})
+    rows = []
+    modes = ranking.get("modes", {})
+    for mode in ("generative", "dense", "hybrid"):
+        by_split = modes.get(mode, {})
+        for split in ("valid", "test"):
+            if isinstance(by_split.get(split), dict):
+                rows.append((f"{split} ({mode})", users.get(split), by_split[split]))
+    return rows
+
+
 def metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, int | None, dict[str, float]]]:
-    """(label, users, values) per evaluated split and for the popularity baseline."""
+    """(label, users, values) per evaluated split, per ranking mode where the model has the
+    dense head, and for the popularity baseline."""
     users = metrics.get("users", {})
     rows = [
         (f"{split} (model)", users.get(split), metrics[split])
         for split in ("valid", "test")
         if isinstance(metrics.get(split), dict)
     ]
+    rows += _mode_rows(metrics)
     if isinstance(metrics.get("popularity"), dict):
         split = metrics.get("popularity_split", "test")
         rows.append((f"{split} (most popular)", users.get(split), metrics["popularity"]))
@@ -52,14 +75,23 @@ def metrics_table(metrics: dict[str, Any]) -> str:
 def metrics_markdown(metrics: dict[str, Any]) -> str:
     """DIR/evaluate/metrics.md: the table, how lists were made, speed and configuration hash."""
     decode = metrics["decode"]
+    ranking = metrics.get("ranking", {})
+    notes = [ranked_list_note(decode), ""]
+    if "modes" in ranking:
+        note = MODE_NOTE.format(
+            mode=ranking["mode"],
+            dense_candidates=decode.get("dense_candidates"),
+            weight=ranking["hybrid_weight"],
+            weight_from=ranking["hybrid_weight_from"],
+        )
+        notes += [note, ""]
     return "\n".join(
         [
             "# Evaluation",
             "",
             metrics_table(metrics),
             "",
-            ranked_list_note(decode),
-            "",
+            *notes,
             f"- users/s: {metrics['users_per_s']:.1f} ({metrics['decode_seconds']:.1f} s decoding, "
             f"{metrics['num_shards']} shards, {'Ray tasks' if metrics['use_ray'] else 'in-process'})",
             f"- wall time: {metrics['wall_seconds']:.1f} s",

@@ -16,6 +16,7 @@ import numpy as np
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig
 from distributed_rec.decode import ValidIdIndex, model_scoring, recommend
+from distributed_rec.decode.hybrid import rank_with_dense
 from distributed_rec.distributed.env import resolve_device
 from distributed_rec.errors import ArtifactError
 from distributed_rec.evaluate.shards import read_split_rows, shard_path, write_predictions
@@ -84,19 +85,39 @@ def decode_shard(
     paths = RunPaths(Path(config.run_dir))
     users = read_split_rows(paths.eval_split(split), rows, config.data.max_history)
     model, table, index = load_for_decoding(config)
-    ranked_UK = recommend(
-        model_scoring(model, config.decode.precision, config.cached_decoding),
-        users.histories,
-        table,
-        beam_size=beam_size_for(config, split),
-        steps=config.decode.steps,
-        order=config.decode.order,
-        top_k=config.decode.top_k,
-        batch_size=config.evaluate.batch_size,
-        index=index,
-        exclude_history=config.decode.exclude_history,
-    )
+    decode = config.decode
+    scoring = model_scoring(model, decode.precision, config.cached_decoding)
+    search = {
+        "beam_size": beam_size_for(config, split),
+        "steps": decode.steps,
+        "order": decode.order,
+        "top_k": decode.top_k,
+        "batch_size": config.evaluate.batch_size,
+        "index": index,
+        "exclude_history": decode.exclude_history,
+    }
+    extra = None
+    if model.dense is None:
+        ranked_UK = recommend(scoring, users.histories, table, **search)
+    else:
+        outputs = rank_with_dense(
+            model,
+            scoring,
+            users.histories,
+            table,
+            dense_candidates=decode.dense_candidates,
+            cached=config.cached_decoding,
+            precision=decode.precision,
+            **search,
+        )
+        ranked_UK = outputs.generative_UK
+        extra = {
+            "dense": outputs.dense_UK,
+            "candidates": outputs.candidates_UC,
+            "generative_scores": outputs.generative_UC,
+            "dense_scores": outputs.dense_UC,
+        }
     path = shard_path(paths.predictions(split), shard)
-    write_predictions(path, users, ranked_UK)
+    write_predictions(path, users, ranked_UK, extra)
     seconds = time.perf_counter() - started
     return {"path": str(path), "users": len(users), "seconds": seconds, "node": node}

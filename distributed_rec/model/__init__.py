@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 from distributed_rec.config import ModelConfig
+from distributed_rec.model.dense import DenseItems, DenseRetrieval
 from distributed_rec.model.transformer import MaskPredictor
 
-__all__ = ["MaskPredictor", "build_mask_predictor", "count_parameters"]
+__all__ = ["DenseItems", "MaskPredictor", "build_mask_predictor", "count_parameters"]
 
 
 def build_mask_predictor(
-    model_cfg: ModelConfig, num_heads: int, codebook_size: int, max_items: int
+    model_cfg: ModelConfig,
+    num_heads: int,
+    codebook_size: int,
+    max_items: int,
+    dense_items: DenseItems | None = None,
 ) -> MaskPredictor:
-    """A freshly initialised mask predictor; `max_items` = data.max_history + 1 (the target)."""
+    """A freshly initialised mask predictor; `max_items` = data.max_history + 1 (the target).
+
+    With model.dense_loss_weight > 0 it has the dense head over `dense_items` (required then).
+    """
+    dense = None
+    if model_cfg.dense_loss_weight > 0:
+        if dense_items is None:
+            raise ValueError("model.dense_loss_weight > 0 needs the items' codes and embeddings")
+        dense = DenseRetrieval(
+            dense_items,
+            codebook_size,
+            model_cfg.d_model,
+            temperature=model_cfg.dense_temperature,
+            learned_keys=model_cfg.dense_learned_keys,
+            text_input=model_cfg.dense_text_input,
+        )
     return MaskPredictor(
         num_heads=num_heads,
         codebook_size=codebook_size,
@@ -22,6 +42,7 @@ def build_mask_predictor(
         ffn_dim=model_cfg.ffn_dim,
         dropout=model_cfg.dropout,
         attention=model_cfg.attention,
+        dense=dense,
     )
 
 

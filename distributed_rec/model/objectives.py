@@ -6,6 +6,7 @@ Legend: B batch, L tokens, M positions per item, K codes, D width, N masked posi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from distributed_rec.config import ModelConfig
 from distributed_rec.model import losses, masking
@@ -14,7 +15,13 @@ from distributed_rec.model.transformer import MaskPredictor
 from distributed_rec.model.vocab import mask_token
 from distributed_rec.model.whole_sequence import whole_sequence_terms
 
-__all__ = ["Normalisers", "TrainingObjective", "masked_pass", "objective_terms"]
+__all__ = [
+    "Normalisers",
+    "TrainingObjective",
+    "dense_loss_sum",
+    "masked_pass",
+    "objective_terms",
+]
 
 
 def masked_pass(
@@ -34,6 +41,20 @@ def masked_pass(
     return logits_NK, codes_BL[rows, cols], rows
 
 
+def dense_loss_sum(
+    model: MaskPredictor, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor
+) -> torch.Tensor:
+    """The dense head's all-items cross-entropy of each sample's target (the last M tokens),
+    presented fully masked, summed over the B samples."""
+    M = model.num_heads
+    B, L = tokens_BL.shape
+    inputs_BL = tokens_BL.clone()
+    inputs_BL[:, L - M :] = mask_token(M, model.codebook_size)
+    hidden_BMD = model.encode(inputs_BL, is_pad_BL, last_only=M)
+    targets_B = model.dense.rows_of(tokens_BL[:, L - M :].reshape(B, 1, M))[:, 0]
+    return F.cross_entropy(model.dense_scores(hidden_BMD), targets_B, reduction="sum")
+
+
 def objective_terms(
     model: MaskPredictor,
     tokens_BL: torch.Tensor,
@@ -44,32 +65,34 @@ def objective_terms(
 ) -> dict[str, torch.Tensor]:
     """Loss terms of one micro-batch, each already divided by the global-batch normaliser.
 
-    Returns {"loss": weighted total} plus "item" and "history" (llada) or "maskgr" terms; a term
-    whose weight is 0 is skipped (no forward pass). Summing "loss" over all micro-batches of all
+    Returns {"loss": weighted total} plus "item" and "history" (llada) or "maskgr" terms, and
+    "dense" with the dense head; a term whose weight is 0 is skipped (no forward pass). Summing "loss" over all micro-batches of all
     processes gives the global-batch loss.
     """
     M, L = model.num_heads, tokens_BL.shape[1]
     terms: dict[str, torch.Tensor] = {}
+    total = tokens_BL.new_zeros((), dtype=torch.float32)
     if model_cfg.objective == "maskgr":
         mask_BL, rate_BL = masking.sequence_mask(noise, is_pad_BL)
         logits_NK, codes_N, _ = masked_pass(model, tokens_BL, is_pad_BL, mask_BL)
         loss_sum = losses.rate_weighted_loss_sum(logits_NK, codes_N, rate_BL[mask_BL])
         terms["maskgr"] = loss_sum / norm.real_tokens
-        terms["loss"] = terms["maskgr"]
-        return terms
-    total = tokens_BL.new_zeros((), dtype=torch.float32)
-    if model_cfg.item_loss_weight > 0:
+        total = total + terms["maskgr"]
+    if model_cfg.objective == "llada" and model_cfg.item_loss_weight > 0:
         mask_BL = masking.next_item_mask(noise, L, M)
         logits_NK, codes_N, rows_N = masked_pass(model, tokens_BL, is_pad_BL, mask_BL)
         loss_sum = losses.next_item_loss_sum(logits_NK, codes_N, noise.k_G[rows_N], M)
         terms["item"] = loss_sum / norm.target_tokens
         total = total + model_cfg.item_loss_weight * terms["item"]
-    if model_cfg.history_loss_weight > 0:
+    if model_cfg.objective == "llada" and model_cfg.history_loss_weight > 0:
         mask_BL, rate_BL = masking.history_mask(noise, is_pad_BL, M)
         logits_NK, codes_N, _ = masked_pass(model, tokens_BL, is_pad_BL, mask_BL)
         loss_sum = losses.rate_weighted_loss_sum(logits_NK, codes_N, rate_BL[mask_BL])
         terms["history"] = loss_sum / norm.real_tokens
         total = total + model_cfg.history_loss_weight * terms["history"]
+    if model_cfg.dense_loss_weight > 0:
+        terms["dense"] = dense_loss_sum(model, tokens_BL, is_pad_BL) / (norm.target_tokens / M)
+        total = total + model_cfg.dense_loss_weight * terms["dense"]
     terms["loss"] = total
     return terms
 

@@ -17,6 +17,7 @@ from distributed_rec.model.attention import (
     sequence_slots,
     within_item_mask,
 )
+from distributed_rec.model.dense import DenseRetrieval
 from distributed_rec.model.kv_cache import HistoryCache, cached_attention
 from distributed_rec.model.vocab import vocab_size
 
@@ -172,6 +173,10 @@ class MaskPredictor(nn.Module):
     item is the last M positions. The item-slot embedding counts items from the end (target slot
     0, the most recent history item slot 1, ...), or from the first real item under
     inter-item causal attention (`attention.sequence_slots`); left padding shifts neither.
+
+    With a `dense` module (MaskGR's dense retrieval, `dense.py`) every fully known item's text
+    embedding is added to its token embeddings, and `dense_scores` scores every item from the
+    hidden states of a fully masked target.
     """
 
     def __init__(
@@ -185,6 +190,7 @@ class MaskPredictor(nn.Module):
         ffn_dim: int,
         dropout: float,
         attention: str = "bidirectional",
+        dense: DenseRetrieval | None = None,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -200,6 +206,7 @@ class MaskPredictor(nn.Module):
         )
         self.norm = RMSNorm(d_model)
         self.heads = PositionHeads(num_heads, codebook_size, d_model)
+        self.dense = dense
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -208,15 +215,23 @@ class MaskPredictor(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
         nn.init.normal_(self.heads.weight, std=0.02)
         nn.init.zeros_(self.heads.bias)
+        if self.dense is not None:
+            self.dense.reset_parameters()
 
     def embed(self, tokens_BL: torch.Tensor, slots_BL: torch.Tensor) -> torch.Tensor:
         """Token + position-in-item + item-slot embeddings [B, L, D] (before dropout)."""
         positions_L = torch.arange(tokens_BL.shape[-1], device=tokens_BL.device)
-        return (
+        x = (
             self.token_embedding(tokens_BL)
             + self.position_embedding(positions_L % self.num_heads)
             + self.slot_embedding(slots_BL)
         )
+        if self.dense is not None:
+            shape = tokens_BL.shape
+            text = self.dense.input_embeddings(tokens_BL.reshape(-1, shape[-1]))
+            if text is not None:
+                x = x + text.view(*shape, -1).to(x.dtype)
+        return x
 
     def encode(
         self,
@@ -289,6 +304,13 @@ class MaskPredictor(nn.Module):
         Equal (to float rounding) to `target_logits` of the history followed by each target.
         """
         U, R, M = tokens_URM.shape
+        hidden_URMD = self.cached_target_hidden(cache, tokens_URM)
+        return self.head(hidden_URMD.reshape(U * R, M, -1)).float().view(U, R, M, -1)
+
+    def cached_target_hidden(self, cache: HistoryCache, tokens_URM: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [U, R, M, D] of R candidate targets per user (see
+        `cached_target_logits`)."""
+        U, R, M = tokens_URM.shape
         if cache.num_users != U or self.num_heads != M:
             raise ValueError(f"targets {tuple(tokens_URM.shape)} do not fit a cache of {U} users")
         slots_URM = cache.target_slot_U[:, None, None].expand(U, R, M)
@@ -299,7 +321,14 @@ class MaskPredictor(nn.Module):
         )
         for depth, block in enumerate(self.blocks):
             x_URMD = block.forward_cached(x_URMD, cache, depth, own_bias_MM)
-        return self.head(self.norm(x_URMD).reshape(U * R, M, -1)).float().view(U, R, M, -1)
+        return self.norm(x_URMD)
+
+    def dense_scores(self, hidden_BMD: torch.Tensor) -> torch.Tensor:
+        """float32 [B, I] retrieval logits of every item (table rows) from a fully masked
+        target's hidden states [B, M, D]."""
+        if self.dense is None:
+            raise ValueError("this model has no dense retrieval head (model.dense_loss_weight=0)")
+        return self.dense.scores(hidden_BMD)
 
     def head(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
         """Scores of the K codes of each position's codebook: [B, L, K]."""

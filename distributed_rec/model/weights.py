@@ -9,13 +9,40 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from distributed_rec.artifacts import RunPaths
 from distributed_rec.config import JobConfig
+from distributed_rec.embed.stage import read_embeddings
 from distributed_rec.errors import ArtifactError
+from distributed_rec.model.dense import DenseItems
 from distributed_rec.model.transformer import MaskPredictor
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
+
+
+def read_dense_items(paths: RunPaths, table: SemanticIdTable) -> DenseItems:
+    """The table's codes and, row for row, the embed stage's text embeddings of its items."""
+    if not paths.item_embeddings.exists():
+        raise ArtifactError(
+            f"{paths.item_embeddings} is missing: the dense head (model.dense_loss_weight > 0) "
+            "needs the embed stage's item embeddings"
+        )
+    item_ids, vectors = read_embeddings(paths.item_embeddings)
+    row = np.full(int(max(item_ids.max(), table.item_ids.max())) + 1, -1, dtype=np.int64)
+    row[item_ids] = np.arange(len(item_ids))
+    rows = row[table.item_ids]
+    if (rows < 0).any():
+        missing = int(table.item_ids[rows < 0][0])
+        raise ArtifactError(f"{paths.item_embeddings} has no embedding for item {missing}")
+    return DenseItems(codes_IM=table.codes, text_IE=vectors[rows])
+
+
+def dense_items_for(config: JobConfig, table: SemanticIdTable) -> DenseItems | None:
+    """`read_dense_items` of the run when the model has a dense head, else None."""
+    if config.model.dense_loss_weight == 0:
+        return None
+    return read_dense_items(RunPaths(Path(config.run_dir)), table)
 
 
 def save_best_model(model: torch.nn.Module, path: Path) -> None:
@@ -46,7 +73,11 @@ def load_best_model(config: JobConfig, device: str = "cpu") -> MaskPredictor:
     from distributed_rec.model import build_mask_predictor
 
     model = build_mask_predictor(
-        config.model, table.num_heads, table.codebook_size, config.data.max_history + 1
+        config.model,
+        table.num_heads,
+        table.codebook_size,
+        config.data.max_history + 1,
+        dense_items_for(config, table),
     )
     try:
         model.load_state_dict(state, strict=True)

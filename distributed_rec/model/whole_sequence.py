@@ -15,6 +15,10 @@ How the per-prefix terms map onto it (docs/training.md, "Whole-sequence training
   once instead of once per later prefix.
 - MaskGR: one rate t per window, every real token masked with it, weight 1/t, in the CONTEXT
   stream alone (no TARGET, no CLEAN copy).
+- Dense retrieval (model.dense_loss_weight > 0): item i >= 1 is also presented fully masked in
+  the QUERY stream (attending the clean items before it, as decoding presents a target), and the
+  dense head's all-items cross-entropy of its hidden states is summed per item; normaliser: the
+  targets of the global batch (target tokens / M), as in the per-prefix objective.
 
 Legend: B windows, N items (longest window), M positions, K codes, T layout tokens, D width.
 """
@@ -29,7 +33,9 @@ from distributed_rec.model import masking
 from distributed_rec.model.block_layout import (
     CLEAN,
     CONTEXT,
+    QUERY,
     TARGET,
+    BlockLayout,
     block_layout,
     layout_mask,
     stream_positions,
@@ -41,16 +47,18 @@ from distributed_rec.model.vocab import mask_token
 
 
 def _streams(model_cfg: ModelConfig) -> tuple[int, ...]:
-    if model_cfg.objective == "maskgr":
-        return (CONTEXT,)
     streams = []
-    if model_cfg.item_loss_weight > 0:
-        streams.append(TARGET)
-    if model_cfg.history_loss_weight > 0:
+    if model_cfg.objective == "maskgr":
         streams.append(CONTEXT)
-    if TARGET in streams:
+    elif model_cfg.item_loss_weight > 0:
+        streams.append(TARGET)
+    if model_cfg.objective != "maskgr" and model_cfg.history_loss_weight > 0:
+        streams.append(CONTEXT)
+    if model_cfg.dense_loss_weight > 0:
+        streams.append(QUERY)
+    if TARGET in streams or QUERY in streams:
         streams.append(CLEAN)
-    return tuple(streams)
+    return tuple(sorted(streams))
 
 
 def per_item_losses(
@@ -60,7 +68,8 @@ def per_item_losses(
     noise: masking.WindowNoise,
     model_cfg: ModelConfig,
 ) -> dict[str, torch.Tensor]:
-    """Loss sums per window item, float32 [B, N]: "item" (0 at item 0), "history" or "maskgr".
+    """Loss sums per window item, float32 [B, N]: "item" (0 at item 0), "history" or "maskgr",
+    and "dense" (0 at item 0) with the dense head.
 
     `windows_BNM` are the windows' tokens, right-padded with PAD; `lengths_B` their item counts.
     """
@@ -89,6 +98,8 @@ def per_item_losses(
     mask_id = mask_token(M, K)
     tokens = {s: windows_BNM.masked_fill(m, mask_id) for s, (m, _) in masks.items()}
     tokens[CLEAN] = windows_BNM
+    if QUERY in streams:
+        tokens[QUERY] = windows_BNM.masked_fill(is_real_BN[..., None], mask_id)
     tokens_BT = stream_tokens(layout, tokens)
     slots_BT = layout.item_T[None, :].expand(B, -1)
     hidden_BTD = model.encode(tokens_BT, is_pad_BT, slots_BL=slots_BT, allowed_B1LL=allowed_B1TT)
@@ -106,7 +117,29 @@ def per_item_losses(
         weighted_P = ce_P * weight_BNM[rows, items, positions]
         sums_BN = torch.zeros(B, N, dtype=torch.float32, device=device)
         sums[names[stream]] = sums_BN.index_put((rows, items), weighted_P, accumulate=True)
+    if QUERY in streams:
+        sums["dense"] = _dense_sums(model, hidden_BTD, layout, windows_BNM, is_real_BN)
     return sums
+
+
+def _dense_sums(
+    model: MaskPredictor,
+    hidden_BTD: torch.Tensor,
+    layout: BlockLayout,
+    windows_BNM: torch.Tensor,
+    is_real_BN: torch.Tensor,
+) -> torch.Tensor:
+    """float32 [B, N]: the dense head's cross-entropy of each item >= 1 from its QUERY copy."""
+    B, N, M = windows_BNM.shape
+    select_BNM = is_real_BN[..., None].expand(B, N, M).clone()
+    select_BNM[:, 0] = False
+    rows, columns, items = stream_positions(layout, QUERY, select_BNM)
+    hidden_PMD = hidden_BTD[rows, columns].view(-1, M, hidden_BTD.shape[-1])
+    rows_P, items_P = rows[::M], items[::M]
+    targets_P = model.dense.rows_of(windows_BNM[rows_P, items_P][:, None])[:, 0]
+    ce_P = F.cross_entropy(model.dense_scores(hidden_PMD), targets_P, reduction="none")
+    sums_BN = torch.zeros(B, N, dtype=torch.float32, device=windows_BNM.device)
+    return sums_BN.index_put((rows_P, items_P), ce_P, accumulate=True)
 
 
 def whole_sequence_terms(
@@ -124,11 +157,14 @@ def whole_sequence_terms(
     of the global batch.
     """
     sums = per_item_losses(model, windows_BNM, lengths_B, noise, model_cfg)
-    if model_cfg.objective == "maskgr":
-        maskgr = sums["maskgr"].sum() / norm.real_tokens
-        return {"maskgr": maskgr, "loss": maskgr}
     terms: dict[str, torch.Tensor] = {}
     total = windows_BNM.new_zeros((), dtype=torch.float32)
+    if "maskgr" in sums:
+        terms["maskgr"] = sums["maskgr"].sum() / norm.real_tokens
+        total = total + terms["maskgr"]
+    if "dense" in sums:
+        terms["dense"] = sums["dense"].sum() / (norm.target_tokens / model.num_heads)
+        total = total + model_cfg.dense_loss_weight * terms["dense"]
     if "item" in sums:
         terms["item"] = sums["item"].sum() / norm.target_tokens
         total = total + model_cfg.item_loss_weight * terms["item"]

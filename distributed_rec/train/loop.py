@@ -30,6 +30,7 @@ from distributed_rec.model import build_mask_predictor, count_parameters
 from distributed_rec.model.masking import draw_noise, draw_window_noise, noise_generator
 from distributed_rec.model.objectives import Normalisers, TrainingObjective
 from distributed_rec.model.vocab import encode_sequences, encode_windows
+from distributed_rec.model.weights import dense_items_for
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
 from distributed_rec.train import checkpoint, faults
 from distributed_rec.train.data import (
@@ -117,7 +118,11 @@ class Trainer:
 
         torch.manual_seed(self.cfg.seed)
         model = build_mask_predictor(
-            config.model, self.table.num_heads, self.table.codebook_size, self.max_items
+            config.model,
+            self.table.num_heads,
+            self.table.codebook_size,
+            self.max_items,
+            dense_items_for(config, self.table),
         )
         self.num_parameters = count_parameters(model)
         objective = TrainingObjective(model, config.model, self.whole_sequence).to(self.device)

@@ -1,4 +1,4 @@
-"""Validation during training: greedy (decode.valid_beam_size) decoding on the valid split.
+"""Validation during training: decoding with decode.valid_beam_size beams on the valid split.
 
 Legend: U users, K top-k.
 """
@@ -37,29 +37,66 @@ def validate(
     device: str = "cpu",
     index: Any = None,
 ) -> dict[str, float]:
-    """Ranking metrics (recall@k, ndcg@k) of the generated top-k on the given users."""
+    """Ranking metrics (recall@k, ndcg@k) of the top-k lists of `decode.ranking` on the given
+    users. With the dense head also "generative/<metric>" and "dense/<metric>", and for hybrid
+    ranking "hybrid_weight" (`decode.hybrid_weight`, or the best on these users when < 0)."""
     from distributed_rec.decode import model_scoring, recommend
+    from distributed_rec.decode.hybrid import hybrid_rank, rank_with_dense
     from distributed_rec.evaluate.metrics import ranking_metrics
+    from distributed_rec.evaluate.modes import choose_weight
 
+    decode = config.decode
+    search = {
+        "beam_size": decode.valid_beam_size,
+        "steps": decode.steps,
+        "order": decode.order,
+        "top_k": decode.top_k,
+        "batch_size": max(config.evaluate.batch_size, 256),
+        "index": index,
+        "exclude_history": decode.exclude_history,
+    }
+    scoring = model_scoring(model, "fp32", config.cached_decoding)
     was_training = model.training
     model.eval()
     try:
-        ranked_UK = recommend(
-            model_scoring(model, "fp32", config.cached_decoding),
+        if model.dense is None:
+            ranked_UK = recommend(scoring, histories, table, device=device, **search)
+            metrics = ranking_metrics(ranked_UK, targets)
+            return {key: float(value) for key, value in metrics.items()}
+        out = rank_with_dense(
+            model,
+            scoring,
             histories,
             table,
-            beam_size=config.decode.valid_beam_size,
-            steps=config.decode.steps,
-            order=config.decode.order,
-            top_k=config.decode.top_k,
-            batch_size=max(config.evaluate.batch_size, 256),
-            device=device,
-            index=index,
-            exclude_history=config.decode.exclude_history,
+            dense_candidates=decode.dense_candidates,
+            cached=config.cached_decoding,
+            **search,
         )
     finally:
         model.train(was_training)
-    return {key: float(value) for key, value in ranking_metrics(ranked_UK, targets).items()}
+    modes = {
+        "generative": ranking_metrics(out.generative_UK, targets),
+        "dense": ranking_metrics(out.dense_UK, targets),
+    }
+    result: dict[str, float] = {}
+    if decode.ranking == "hybrid":
+        columns = {
+            "candidates": out.candidates_UC,
+            "generative_scores": out.generative_UC,
+            "dense_scores": out.dense_UC,
+        }
+        weight = decode.hybrid_weight
+        if weight < 0:
+            weight, _ = choose_weight(columns, targets, decode.hybrid_grid, decode.top_k)
+        ranked = hybrid_rank(
+            out.candidates_UC, out.generative_UC, out.dense_UC, weight, decode.top_k
+        )
+        modes["hybrid"] = ranking_metrics(ranked, targets)
+        result["hybrid_weight"] = float(weight)
+    result.update({key: float(value) for key, value in modes[decode.ranking].items()})
+    for mode in ("generative", "dense"):
+        result.update({f"{mode}/{key}": float(value) for key, value in modes[mode].items()})
+    return result
 
 
 class ValidationRunner:
