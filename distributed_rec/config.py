@@ -310,6 +310,10 @@ class TrainConfig:
     """Early stopping: validations without improvement before stopping."""
     monitor: str = "ndcg@10"
     """Validation metric that selects the best checkpoint."""
+    report_test: bool = False
+    """After every validation also decode a fixed sample of test users (train.eval_max_users,
+    the same seed) and report it beside validation (never used for selection); the summary
+    gives the rank correlation of the two over epochs (does validation predict test?)."""
     checkpoint_every_steps: int = 0
     """Also checkpoint every this many steps (for resuming); 0: only at validations."""
     resume: bool = False

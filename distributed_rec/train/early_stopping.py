@@ -13,9 +13,22 @@ class EarlyStopping:
     best_epoch: int = 0
     bad_validations: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    """One {"epoch", "valid" and, when reported, "test" metrics} per validation."""
 
-    def update(self, value: float, epoch: int, metrics: dict[str, float]) -> bool:
-        """Record one validation; True when it is a new best."""
+    def update(
+        self,
+        value: float,
+        epoch: int,
+        metrics: dict[str, float],
+        test_metrics: dict[str, float] | None = None,
+    ) -> bool:
+        """Record one validation (and the test metrics reported beside it); True when it is a
+        new best."""
+        entry: dict = {"epoch": epoch, "valid": dict(metrics)}
+        if test_metrics is not None:
+            entry["test"] = dict(test_metrics)
+        self.history.append(entry)
         if value > self.best:
             self.best, self.best_epoch, self.bad_validations = value, epoch, 0
             self.best_metrics = dict(metrics)

@@ -44,6 +44,7 @@ from distributed_rec.train.ds_ops import load_deepspeed_ops
 from distributed_rec.train.early_stopping import EarlyStopping
 from distributed_rec.train.optim import build_optimizer
 from distributed_rec.train.reporting import Reporter
+from distributed_rec.train.selection import spearman
 from distributed_rec.train.streamed import StreamedSamples, open_samples, open_windows
 from distributed_rec.train.validate import ValidationRunner
 
@@ -152,6 +153,11 @@ class Trainer:
             self._resume()
         self.validator = ValidationRunner(
             config, self.paths, self.table, self.device, self.dist.is_main
+        )
+        self.tester = (
+            ValidationRunner(config, self.paths, self.table, self.device, self.dist.is_main, "test")
+            if self.cfg.report_test
+            else None
         )
         self.reporter = Reporter(
             self.paths, self.dist.is_main, self.total_steps, self.progress.global_step
@@ -275,14 +281,28 @@ class Trainer:
         if progress.epoch % self.cfg.eval_every_epochs:
             return
         metrics = self.validator.run(self.engine)
-        if self.stopper.update(metrics[self.cfg.monitor], progress.epoch, metrics):
+        test_metrics = self.tester.run(self.engine) if self.tester is not None else None
+        if self.stopper.update(metrics[self.cfg.monitor], progress.epoch, metrics, test_metrics):
             self.validator.save_best(self.engine)
         self.reporter.validation(progress.global_step, metrics, self.stopper.best)
+        if test_metrics is not None:
+            self.reporter.test_report(progress.global_step, test_metrics)
         progress.finished = self.stopper.should_stop
 
     def summary(self) -> dict[str, Any]:
         progress = self.progress
+        history = self.stopper.history
+        reported = [h for h in history if "test" in h]
+        monitor = self.cfg.monitor
         return {
+            "validation_history": history,
+            "valid_test_spearman": (
+                spearman(
+                    [h["valid"][monitor] for h in reported], [h["test"][monitor] for h in reported]
+                )
+                if reported
+                else None
+            ),
             "best_metrics": self.stopper.best_metrics,
             "best_epoch": self.stopper.best_epoch,
             "monitor": self.cfg.monitor,

@@ -104,6 +104,21 @@ class Reporter:
         else:
             self.bar.write(line)
 
+    def test_report(self, step: int, metrics: dict[str, float]) -> None:
+        """Test metrics reported beside a validation (train.report_test), never selected on."""
+        if not self.is_main:
+            return
+        for name, value in metrics.items():
+            self.writer.add_scalar(f"test/{name}", value, step)
+        self.writer.flush()
+        line = f"test (reported, not selected on) at step {step}: " + ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(metrics.items())
+        )
+        if self.bar.disable:
+            log.info("%s", line)
+        else:
+            self.bar.write(line)
+
     def close(self) -> None:
         if self.is_main:
             self.bar.close()

@@ -103,22 +103,28 @@ class ValidationRunner:
     """Validation inside the training loop: rank 0 decodes, every rank learns the metrics."""
 
     def __init__(
-        self, config: JobConfig, paths: RunPaths, table: SemanticIdTable, device: str, is_main: bool
+        self,
+        config: JobConfig,
+        paths: RunPaths,
+        table: SemanticIdTable,
+        device: str,
+        is_main: bool,
+        split: str = "valid",
     ) -> None:
         self.config, self.paths, self.table = config, paths, table
-        self.device, self.is_main = device, is_main
+        self.device, self.is_main, self.split = device, is_main, split
         self.histories: list[np.ndarray] = []
         self.targets = np.zeros(0, dtype=np.int64)
         self.index: Any = None
         if is_main:
-            eval_split_rows(paths.eval_split("valid"))  # a missing split fails before training
+            eval_split_rows(paths.eval_split(split))  # a missing split fails before training
 
     def _load(self) -> None:
-        """The sampled valid users (rank 0), read at the first validation: training that never
-        validates never holds them (all users when train.eval_max_users is 0)."""
+        """The sampled users of the split (rank 0), read at the first validation: training that
+        never validates never holds them (all users when train.eval_max_users is 0)."""
         from distributed_rec.decode import ValidIdIndex
 
-        config, path = self.config, self.paths.eval_split("valid")
+        config, path = self.config, self.paths.eval_split(self.split)
         self.index = ValidIdIndex(self.table, self.device)
         users = sample_users(eval_split_rows(path), config.train.eval_max_users, config.train.seed)
         self.histories, self.targets = read_eval_split(path, config.data.max_history, users)
