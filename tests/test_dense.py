@@ -220,6 +220,22 @@ def test_dense_list_is_the_top_of_all_item_scores_without_history():
         scores[user, history] = -torch.inf
     assert np.array_equal(out.dense_UK, scores.topk(5, dim=1).indices.numpy())
     assert out.candidates_UC.shape[1] == 5  # no dense candidates: the beam's list only
+    alone = rank_with_dense(
+        model,
+        scoring,
+        histories,
+        table,
+        beam_size=4,
+        steps=2,
+        order="adaptive",
+        top_k=5,
+        dense_candidates=0,
+        cached=True,
+        exclude_history=True,
+        dense_only=True,
+    )
+    assert np.array_equal(alone.dense_UK, out.dense_UK)
+    assert (alone.generative_UK == -1).all()  # no beam search
 
 
 def test_path_scores_equal_the_beam_scores_of_the_beams_items():

@@ -145,10 +145,11 @@ def rank_with_dense(
     batch_size: int = 64,
     index: ValidIdIndex | None = None,
     exclude_history: bool = False,
+    dense_only: bool = False,
 ) -> RankedOutputs:
     """Generative, dense and hybrid-candidate rankings of every user (see module doc); users are
     batched by history length exactly as `recommend` batches them, so the generative lists equal
-    its lists."""
+    its lists. `dense_only` skips the beam search: only `dense_UK` is filled."""
     if index is None:
         index = ValidIdIndex(table, next(model.parameters()).device)
     device = index.device
@@ -174,17 +175,6 @@ def rank_with_dense(
             tokens_UL, is_pad_UL = tokens_UL.to(device), is_pad_UL.to(device)
             history_UH = padded_items([histories[r] for r in batch]).to(device)
             excluded_UH = history_UH if exclude_history else None
-            scorer = scoring(tokens_UL, is_pad_UL)
-            items_UB, scores_UB = beam_search(
-                scorer,
-                len(batch),
-                index,
-                beam_size=beam_size,
-                steps=steps,
-                order=order,
-                top_k=keep,
-                excluded_UH=excluded_UH,
-            )
             dense_lp_UI = dense_log_probs(
                 model, tokens_UL, is_pad_UL, cached=cached, precision=precision
             )
@@ -197,7 +187,21 @@ def rank_with_dense(
             top_UN = torch.where(torch.isfinite(top_lp_UN), top_UN, -1)
             top_UK = top_UN[:, :top_k]
             dense_items_UK = torch.where(top_UK >= 0, index.item_ids_N[top_UK.clamp(min=0)], -1)
+            out.dense_UK[batch, : dense_items_UK.shape[1]] = dense_items_UK.cpu().numpy()
+            if dense_only:
+                continue
 
+            scorer = scoring(tokens_UL, is_pad_UL)
+            items_UB, scores_UB = beam_search(
+                scorer,
+                len(batch),
+                index,
+                beam_size=beam_size,
+                steps=steps,
+                order=order,
+                top_k=keep,
+                excluded_UH=excluded_UH,
+            )
             items_UC, generative_UC, dense_UC = _candidates(
                 items_UB,
                 scores_UB,
@@ -209,7 +213,6 @@ def rank_with_dense(
             )
             width = items_UC.shape[1]
             out.generative_UK[batch] = items_UB[:, :top_k].cpu().numpy()
-            out.dense_UK[batch, : dense_items_UK.shape[1]] = dense_items_UK.cpu().numpy()
             out.candidates_UC[batch, :width] = items_UC.cpu().numpy()
             out.generative_UC[batch, :width] = generative_UC.cpu().numpy()
             out.dense_UC[batch, :width] = dense_UC.cpu().numpy()

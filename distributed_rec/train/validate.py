@@ -38,8 +38,9 @@ def validate(
     index: Any = None,
 ) -> dict[str, float]:
     """Ranking metrics (recall@k, ndcg@k) of the top-k lists of `decode.ranking` on the given
-    users. With the dense head also "generative/<metric>" and "dense/<metric>", and for hybrid
-    ranking "hybrid_weight" (`decode.hybrid_weight`, or the best on these users when < 0)."""
+    users. With the dense head and generative or hybrid ranking also "generative/<metric>" and
+    "dense/<metric>", and for hybrid ranking "hybrid_weight" (`decode.hybrid_weight`, or the
+    best on these users when < 0); dense ranking decodes the dense lists only."""
     from distributed_rec.decode import model_scoring, recommend
     from distributed_rec.decode.hybrid import hybrid_rank, rank_with_dense
     from distributed_rec.evaluate.metrics import ranking_metrics
@@ -70,10 +71,14 @@ def validate(
             table,
             dense_candidates=decode.dense_candidates,
             cached=config.cached_decoding,
+            dense_only=decode.ranking == "dense",
             **search,
         )
     finally:
         model.train(was_training)
+    if decode.ranking == "dense":  # no beam search: validation costs one pass per user
+        metrics = ranking_metrics(out.dense_UK, targets)
+        return {key: float(value) for key, value in metrics.items()}
     modes = {
         "generative": ranking_metrics(out.generative_UK, targets),
         "dense": ranking_metrics(out.dense_UK, targets),
