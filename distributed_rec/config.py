@@ -102,6 +102,11 @@ class DataConfig:
     """Synthetic generator: Zipf exponent of item popularity."""
     synthetic_seed: int = 0
     """Synthetic generator: random seed."""
+    train_item_drop: float = 0.0
+    """Data-efficiency study (MaskGR): drop this fraction of each user's training items (at
+    least 3 kept) before the training samples and windows are made; valid and test untouched."""
+    train_drop_seed: int = 0
+    """Seed of the dropped items (a user's draw depends on it and its user_id only)."""
     user_column: str = "user_id"
     """'table' format: user id column of the interactions table."""
     item_column: str = "item_id"
@@ -115,6 +120,8 @@ class DataConfig:
         _check_positive("data.kcore", self.kcore, allow_zero=True)
         _check_positive("data.max_history", self.max_history)
         _check_positive("data.num_shards", self.num_shards)
+        if not 0 <= self.train_item_drop < 1:
+            raise ConfigError(f"data.train_item_drop={self.train_item_drop!r} must be in [0, 1)")
         _check_positive("data.text_max_words", self.text_max_words)
         _check_positive("data.synthetic_users", self.synthetic_users)
         _check_positive("data.synthetic_items", self.synthetic_items)

@@ -154,3 +154,51 @@ def test_lenient_skips_are_counted_in_stats(tmp_path):
     assert stats["raw"]["interactions"] == 12 and stats["interactions"] == 7
     assert stats["split"]["valid_users_without_history"] == 2  # u2 and u3 keep 2 events each
     check_contract(stats, paths)
+
+
+def test_training_item_drop_keeps_three_and_leaves_valid_and_test_alone():
+    from distributed_rec.data.split import drop_training_items, eval_split
+
+    # users with 12, 5 and 4 events (10, 3 and 2 training items)
+    lengths = np.array([12, 5, 4], dtype=np.int64)
+    item = np.arange(int(lengths.sum()), dtype=np.int64) + 100
+    users = np.array([7, 8, 9], dtype=np.int64)
+    kept, kept_lengths = drop_training_items(item, lengths, users, 0.5, seed=1)
+    # round(0.5 * 10) = 5 kept; 3 -> max(3, 2) = 3 (all); 2 -> all 2
+    assert kept_lengths.tolist() == [5 + 2, 3 + 2, 2 + 2]
+    first = kept[:7]
+    assert list(first[-2:]) == [110, 111]  # valid and test items untouched
+    assert set(first[:5]) <= set(range(100, 110)) and list(first[:5]) == sorted(first[:5])
+    assert list(kept[7:]) == list(range(112, 121))
+    again, _ = drop_training_items(item, lengths, users, 0.5, seed=1)
+    assert np.array_equal(again, kept)  # deterministic
+    # a user's draw depends on its id, not on who else is in the shard
+    alone, _ = drop_training_items(item[:12], lengths[:1], users[:1], 0.5, seed=1)
+    assert np.array_equal(alone, kept[:7])
+    # the evaluation splits are built from the full sequences elsewhere; unchanged here
+    for split in ("valid", "test"):
+        table, _ = eval_split(item, lengths, split, 20, users)
+        assert table.num_rows == 3
+    assert drop_training_items(item, lengths, users, 0.0, 1)[0] is item
+    with pytest.raises(ValueError, match="fraction"):
+        drop_training_items(item, lengths, users, 1.0, 1)
+
+
+def test_prepare_with_training_item_drop(tmp_path):
+    full, full_paths = prepare(tmp_path / "full", "--config=debug")
+    half, half_paths = prepare(tmp_path / "half", "--config=debug", "--data.train_item_drop=0.5")
+    assert half["split"]["train_item_drop"] == 0.5
+    for split in ("valid", "test"):  # evaluation untouched
+        assert pq.read_table(full_paths.eval_split(split)).equals(
+            pq.read_table(half_paths.eval_split(split))
+        )
+    assert read_parts(full_paths.interactions).equals(read_parts(half_paths.interactions))
+    # every user keeps round(n / 2) of its n training items, at least 3 (all if fewer)
+    lengths = np.bincount(read_parts(full_paths.interactions)["user_id"].to_numpy())
+    train = np.maximum(lengths - 2, 0)
+    kept = np.minimum(train, np.maximum(3, np.round(0.5 * train).astype(np.int64)))
+    assert half["split"]["train_samples"] == int(np.maximum(kept - 1, 0).sum())
+    assert read_parts(half_paths.train_split).num_rows == half["split"]["train_samples"]
+    assert half["split"]["train_samples"] < full["split"]["train_samples"]
+    windows = read_parts(half_paths.train_windows)["items"].to_pylist()
+    assert sum(len(w) - 1 for w in windows) == half["split"]["train_samples"]

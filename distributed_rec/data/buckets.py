@@ -209,8 +209,12 @@ def write_shard(
     item_dense: np.ndarray,
     user_dense: np.ndarray | None,
     max_history: int,
+    train_drop: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, int]:
     """Step 3b: the shard's Parquet parts and valid/test rows; returns its counts.
+
+    `train_drop` and `seed`: data.train_item_drop and data.train_drop_seed.
 
     item_dense int64 [N] maps metadata rows to dense item ids; user_dense int64 [kept users]
     gives the dense id of each kept user in :func:`kept_users` order."""
@@ -235,13 +239,13 @@ def write_shard(
             [c if isinstance(c, pa.Array) else pa.array(c) for c in columns],
             schema=INTERACTION_SCHEMA,
         )
-    windows = write_shard_files(interactions, out, shard, max_history)
+    samples, windows = write_shard_files(interactions, out, shard, max_history, train_drop, seed)
     users, lengths = np.unique(interactions["user_id"].to_numpy(), return_counts=True)
     item_col = interactions["item_id"].to_numpy()
     result = {
         "shard": shard,
         "interactions": interactions.num_rows,
-        "train_samples": int(np.maximum(lengths - 3, 0).sum()),
+        "train_samples": samples,
         "train_windows": windows,
     }
     for split in ("valid", "test"):

@@ -216,7 +216,18 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
     pq.write_table(items, staging / "items.parquet")
     dense_ref = ray.put(item_dense)
     calls = [
-        (s, str(work), str(staging), alive_ref, data.kcore, dense_ref, dense[s], data.max_history)
+        (
+            s,
+            str(work),
+            str(staging),
+            alive_ref,
+            data.kcore,
+            dense_ref,
+            dense[s],
+            data.max_history,
+            data.train_item_drop,
+            data.train_drop_seed,
+        )
         for s in range(shards)
     ]
     written = run_tasks(write_shard, calls)
@@ -264,6 +275,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
             "train_windows": sum(w["train_windows"] for w in written),
             **split_counts,
             "max_history": data.max_history,
+            "train_item_drop": data.train_item_drop,
         },
         "kcore": data.kcore,
         "kcore_rounds": rounds,

@@ -15,7 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distributed_rec.data.split import SAMPLE_SCHEMA, train_chunks, windows_table
+from distributed_rec.data.split import (
+    SAMPLE_SCHEMA,
+    drop_training_items,
+    train_chunks,
+    windows_table,
+)
 
 INTERACTION_SCHEMA = pa.schema(
     [
@@ -57,9 +62,17 @@ def shard_tables(interactions: pa.Table, user_shard: np.ndarray, num_shards: int
     return [table.slice(bounds[s], counts[s]) for s in range(num_shards)]
 
 
-def write_shard_files(interactions: pa.Table, out_dir: Path, shard: int, max_history: int) -> int:
+def write_shard_files(
+    interactions: pa.Table,
+    out_dir: Path,
+    shard: int,
+    max_history: int,
+    train_drop: float = 0.0,
+    seed: int = 0,
+) -> tuple[int, int]:
     """interactions/, splits/train/ and splits/train_windows/ part-<shard> of one shard (may be
-    empty); returns the number of training windows written."""
+    empty), the training parts with `train_drop` of each user's training items dropped
+    (`split.drop_training_items`); returns (training samples, training windows) written."""
     pq.write_table(interactions, out_dir / "interactions" / part_name(shard))
     users, lengths = (
         np.unique(interactions["user_id"].to_numpy(), return_counts=True)
@@ -67,10 +80,11 @@ def write_shard_files(interactions: pa.Table, out_dir: Path, shard: int, max_his
         else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     )
     item = interactions["item_id"].to_numpy()
+    item, lengths = drop_training_items(item, lengths, users, train_drop, seed)
     with pq.ParquetWriter(out_dir / "splits" / "train" / part_name(shard), SAMPLE_SCHEMA) as out:
         for table in train_chunks(item, lengths, max_history, users):
             out.write_table(table)
     starts = np.cumsum(lengths) - lengths
     windows = windows_table(item, starts, lengths, max_history + 1, users)
     pq.write_table(windows, out_dir / "splits" / "train_windows" / part_name(shard))
-    return windows.num_rows
+    return int(np.maximum(lengths - 3, 0).sum()), windows.num_rows

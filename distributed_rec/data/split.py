@@ -129,3 +129,30 @@ def windows_table(
     flat = np.repeat(starts[user] + begin - offsets[:-1], size) + np.arange(offsets[-1])
     items = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(item[flat]))
     return pa.Table.from_arrays([pa.array(user_ids[user], pa.int64()), items], schema=WINDOW_SCHEMA)
+
+
+def drop_training_items(
+    item: np.ndarray, lengths: np.ndarray, user_ids: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(item, lengths) with `fraction` of each user's training items dropped (MaskGR's data-
+    efficiency study): of the first length - 2 events, round((1 - fraction) * n) are kept, at
+    least 3 (all when there are fewer), chosen uniformly without replacement and kept in time
+    order; the valid and test items (the last two) are untouched. The draw of a user depends
+    only on (seed, its user_id), not on sharding or order.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction {fraction} must lie in [0, 1)")
+    if fraction == 0:
+        return item, lengths
+    starts = np.cumsum(lengths) - lengths
+    kept_items, kept_lengths = [], np.empty_like(lengths)
+    for u, (start, length) in enumerate(zip(starts, lengths, strict=True)):
+        sequence = item[start : start + length]
+        train = max(int(length) - 2, 0)
+        keep = min(train, max(3, int(round((1 - fraction) * train))))
+        rng = np.random.default_rng([seed, int(user_ids[u])])
+        chosen = np.sort(rng.choice(train, size=keep, replace=False))
+        kept_items.append(np.concatenate([sequence[:train][chosen], sequence[train:]]))
+        kept_lengths[u] = keep + (length - train)
+    flat = np.concatenate(kept_items) if kept_items else item[:0]
+    return flat.astype(item.dtype, copy=False), kept_lengths
