@@ -272,3 +272,13 @@ def test_study_compute_counts_each_shared_stage_once() -> None:
 def test_unknown_study_names_the_shipped_ones() -> None:
     with pytest.raises(ConfigError, match=r"--study='nope' is neither a file nor one of: paper"):
         load_study("nope", "debug")
+
+
+def test_data_efficiency_study_shares_one_prepare_per_drop() -> None:
+    study = load_study("data_efficiency", "default")
+    assert len(study.rows) == 12
+    drops = {r.config.data.train_item_drop for r in study.rows}
+    assert drops == {0.0, 0.25, 0.5, 0.75}
+    prepared = {stage_group_hash("prepare", r.config) for r in study.rows}
+    assert len(prepared) == 4  # the three models of one drop train on the same prepared data
+    assert [t.plot_x for t in study.tables] == ["data.train_item_drop"] * 3
