@@ -24,6 +24,11 @@ The layout (SPEC §1) is the contract between stages:
     DIR/evaluate/predictions/<split>/shard-*.parquet
     DIR/evaluate/metrics.json, metrics.md
     DIR/results.json, results.md            written by the `run` stage
+
+DIR may be `s3://bucket/prefix` (storage/): then `RunPaths.root` is the local staging mirror of
+that prefix, every stage reads and writes there as it would in a local folder, and the pipeline
+calls `fetch` (object store -> mirror) before and `publish` (mirror -> object store) after each
+stage; checkpoints and evaluation shards are also published as they are written.
 """
 
 from __future__ import annotations
@@ -40,9 +45,56 @@ STAGES = ("prepare", "embed", "tokenize", "train", "evaluate")
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Paths of every artifact of one run directory."""
+    """Paths of every artifact of one run directory.
+
+    `root` is where the files are read and written on this machine; `remote` is the
+    `s3://bucket/prefix` that `root` mirrors, None for a local run directory.
+    """
 
     root: Path
+    remote: str | None = None
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> RunPaths:
+        """The paths of `run_dir`: a local folder, or an object-store URI and its local mirror."""
+        from distributed_rec.storage.uri import is_remote, parse_uri, staging_dir
+
+        if is_remote(str(run_dir)):
+            remote = parse_uri(str(run_dir))
+            return cls(staging_dir(remote), remote=remote.uri)
+        return cls(Path(run_dir))
+
+    @property
+    def location(self) -> str:
+        """The run directory as the user named it (the URI for a remote one)."""
+        return self.remote or str(self.root)
+
+    def fetch(self, *paths: Path) -> None:
+        """Make the local copies of `paths` (files or folders under root) equal the object
+        store's, deleting what it lacks; a no-op for a local run directory."""
+        for mirror, relative in self._mirrored(paths):
+            mirror.fetch(relative)
+
+    def publish(self, *paths: Path, delete: bool = True) -> None:
+        """Make the object store's copies of `paths` equal the local ones (removed ones are
+        deleted; with `delete=False` files are only added or replaced); a no-op for a local
+        run directory."""
+        for mirror, relative in self._mirrored(paths):
+            mirror.publish(relative, delete=delete)
+
+    def prune(self, folder: Path) -> None:
+        """Delete from the object store the entries of `folder` that are gone locally."""
+        for mirror, relative in self._mirrored((folder,)):
+            mirror.prune(relative)
+
+    def _mirrored(self, paths: tuple[Path, ...]) -> list[tuple[Any, str]]:
+        if self.remote is None:
+            return []
+        from distributed_rec.storage.sync import Mirror
+        from distributed_rec.storage.uri import parse_uri
+
+        mirror = Mirror(parse_uri(self.remote), self.root)
+        return [(mirror, Path(p).relative_to(self.root).as_posix()) for p in paths]
 
     @property
     def config(self) -> Path:
@@ -169,7 +221,8 @@ def fingerprint_files(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _marker(paths: RunPaths, stage: str) -> Path:
+def stage_marker_path(paths: RunPaths, stage: str) -> Path:
+    """Where a finished stage's marker lives (written last, after every output)."""
     return paths.stage_dir(stage) / "_DONE.json"
 
 
@@ -179,12 +232,14 @@ def stage_is_current(paths: RunPaths, stage: str, key: str) -> bool:
 
 
 def mark_stage_done(paths: RunPaths, stage: str, key: str, seconds: float | None = None) -> None:
-    write_json_atomic(_marker(paths, stage), {"stage": stage, "key": key, "seconds": seconds})
+    write_json_atomic(
+        stage_marker_path(paths, stage), {"stage": stage, "key": key, "seconds": seconds}
+    )
 
 
 def stage_marker(paths: RunPaths, stage: str) -> dict[str, Any] | None:
     """The marker of a finished stage ({"stage", "key", "seconds"}), None when there is none."""
-    marker = _marker(paths, stage)
+    marker = stage_marker_path(paths, stage)
     if not marker.exists():
         return None
     try:
@@ -194,4 +249,4 @@ def stage_marker(paths: RunPaths, stage: str) -> dict[str, Any] | None:
 
 
 def clear_stage_marker(paths: RunPaths, stage: str) -> None:
-    _marker(paths, stage).unlink(missing_ok=True)
+    stage_marker_path(paths, stage).unlink(missing_ok=True)

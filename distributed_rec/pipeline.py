@@ -17,9 +17,11 @@ from distributed_rec.artifacts import (
     fingerprint_files,
     mark_stage_done,
     stage_is_current,
+    stage_marker_path,
 )
 from distributed_rec.config import JobConfig, check_run_dir, save_config
 from distributed_rec.errors import StageUnavailableError
+from distributed_rec.storage.uri import check_bucket, parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,26 @@ def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
     ]
 
 
+def _stage_reads(stage: str, paths: RunPaths) -> list[Path]:
+    """Every artifact a stage reads (a superset of the inputs that decide its key): what a
+    remote run directory's mirror must hold before the stage runs."""
+    splits = [paths.eval_split("valid"), paths.eval_split("test")]
+    return {
+        "prepare": [],
+        "embed": [paths.items, paths.train_split],
+        "tokenize": [paths.item_embeddings],
+        "train": [paths.semantic_ids, paths.train_split, paths.train_windows, splits[0]],
+        "evaluate": [paths.best_model, paths.semantic_ids, paths.train_split, *splits],
+        "baseline": [paths.items, paths.semantic_ids, paths.train_split, *splits],
+    }[stage]
+
+
+def stage_outputs(stage: str, paths: RunPaths) -> list[Path]:
+    """What a stage writes: published to a remote run directory when it has run."""
+    outputs = [paths.stage_dir(stage), paths.tensorboard(stage)]
+    return outputs + ([paths.root / "baselines"] if stage == "baseline" else [])
+
+
 def stage_config_values(config: JobConfig, keys: list[str]) -> dict[str, Any]:
     values = config.to_dict()
     selected: dict[str, Any] = {}
@@ -135,7 +157,7 @@ def stage_key(stage: str, config: JobConfig) -> str:
     import hashlib
     import json
 
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)  # a remote one's mirror holds the inputs (run_stage)
     inputs = [p for p in _stage_inputs(stage, paths, config) if p.exists()]
     payload = {
         "config": stage_config_values(config, STAGE_CONFIG_KEYS[stage]),
@@ -159,21 +181,43 @@ def load_stage(stage: str) -> Callable[[JobConfig], dict[str, Any]]:
     return getattr(module, function_name)
 
 
+def checked_run_paths(run_dir: str) -> RunPaths:
+    """The run directory's paths, checked before anything is written: a writable local folder,
+    or an object-store URI whose bucket exists."""
+    paths = RunPaths.of(run_dir)
+    if paths.remote is None:
+        return RunPaths(check_run_dir(run_dir))
+    check_bucket(parse_uri(paths.remote))
+    return paths
+
+
 def run_stage(stage: str, config: JobConfig, force: bool = False) -> dict[str, Any]:
-    """Run one stage unless its outputs are current; returns its summary."""
-    paths = RunPaths(check_run_dir(config.run_dir))
+    """Run one stage unless its outputs are current; returns its summary.
+
+    With a remote run directory the stage's reads and its marker are fetched into the local
+    mirror first; its outputs too when it runs (resume, caches), then published, marker last.
+    """
+    paths = checked_run_paths(config.run_dir)
     save_config(config, paths.config)
+    paths.publish(paths.config)
     function = load_stage(stage)
+    marker = stage_marker_path(paths, stage)
+    paths.fetch(*_stage_reads(stage, paths), marker)
     key = stage_key(stage, config)
     resuming = stage == "train" and config.train.resume
     if not force and not resuming and stage_is_current(paths, stage, key):
         log.info("%s: inputs and config unchanged, skipped", stage)
         return {"stage": stage, "skipped": True}
     clear_stage_marker(paths, stage)
+    paths.publish(marker)  # outputs are about to change: not current any more
+    outputs = stage_outputs(stage, paths)
+    paths.fetch(*outputs)
     started = time.perf_counter()
     summary = function(config) or {}
     seconds = time.perf_counter() - started
+    paths.publish(*outputs)
     mark_stage_done(paths, stage, key, seconds)
+    paths.publish(marker)
     summary = {"stage": stage, "skipped": False, "seconds": seconds, **summary}
     log.info("%s: done in %.1f s", stage, summary["seconds"])
     return summary

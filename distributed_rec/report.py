@@ -17,10 +17,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def write_results(config: JobConfig, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Collect each stage's summary and metrics files into results.json and results.md."""
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
+    summaries_of = (paths.prepare_stats, paths.tokenizer_metrics, paths.train_metrics)
+    paths.fetch(*summaries_of, paths.eval_metrics)  # skipped stages' files (remote run dir)
     ran = {s["stage"]: s for s in summaries}
     results = {
-        "run_dir": str(paths.root),
+        "run_dir": paths.location,
         "stages": summaries,
         "unavailable": [s for s in STAGES if ran.get(s, {}).get("unavailable")]
         + [s for s in STAGES if s not in ran],
@@ -33,6 +35,7 @@ def write_results(config: JobConfig, summaries: list[dict[str, Any]]) -> dict[st
         results["model_vs_popularity"] = model_vs_popularity(results["evaluate"])
     write_json_atomic(paths.results_json, results)
     paths.results_md.write_text(render_markdown(results))
+    paths.publish(paths.results_json, paths.results_md)
     print(render_markdown(results))
     return results
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def baseline_metrics_path(config: JobConfig) -> Path:
-    return Path(config.run_dir) / "baselines" / config.baseline.model / "metrics.json"
+    return RunPaths.of(config.run_dir).root / "baselines" / config.baseline.model / "metrics.json"
 
 
 def _num_items(paths: RunPaths) -> int:
@@ -56,7 +56,7 @@ def build_baseline(config: JobConfig, num_items: int) -> nn.Module:
             cfg.num_attention_heads,
             cfg.dropout,
         )
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     table = SemanticIdTable.read(paths.semantic_ids)
     _check_item_ids(paths.semantic_ids, table.item_ids, num_items)
     missing = np.setdiff1d(np.arange(num_items), table.item_ids)
@@ -81,7 +81,7 @@ def build_baseline(config: JobConfig, num_items: int) -> nn.Module:
 def run_baseline(config: JobConfig) -> dict[str, Any]:
     """Train, early-stop and evaluate the configured baseline; returns the metrics summary."""
     started = time.perf_counter()
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     cfg, max_history, top_k = config.baseline, config.data.max_history, config.decode.top_k
     num_items = _num_items(paths)
     samples = read_samples(paths.train_split, max_history)

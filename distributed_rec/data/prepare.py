@@ -146,7 +146,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
     import ray
 
     data = config.data
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     shards = data.num_shards
     results, issues, rows, inputs = _read(data, work)
     read_seconds = time.perf_counter() - started
@@ -312,7 +312,7 @@ def run_prepare(config: JobConfig) -> dict[str, Any]:
         from distributed_rec.data.download import download_dataset
 
         config = replace(config, data=download_dataset(config.data))
-    work = Path(config.run_dir) / "_prepare_work"
+    work = RunPaths.of(config.run_dir).root / "_prepare_work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:

@@ -134,7 +134,7 @@ def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def run_embed(config: JobConfig) -> dict[str, Any]:
     """Embed every item of `prepare/items.parquet`; skipped when the cached file matches."""
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     item_ids, texts = read_items(paths.items)
     train_ids = training_item_ids(paths.train_split) if config.embed.pca_dim else None
     key = cache_key(config, item_ids, texts, train_ids)

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,7 +118,7 @@ def _popularity(
 def run_evaluate(config: JobConfig) -> dict[str, Any]:
     """Decode every user of `evaluate.splits`; write metrics.json and metrics.md."""
     started = time.perf_counter()
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     _check_inputs(paths)
     users = {
         split: sample_users(
@@ -134,12 +133,14 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
     jobs: list[Job] = []
     for split, plan in plans.items():
         shutil.rmtree(paths.predictions(split), ignore_errors=True)  # no stale shards
+        paths.publish(paths.predictions(split))
         jobs += [(split, shard, users[split].rows[rows]) for shard, rows in enumerate(plan)]
 
     run = _run_with_ray if config.evaluate.use_ray else _run_in_process
     shard_results, decode_seconds = run(config, jobs)
 
     metrics: dict[str, Any] = {}
+    paths.fetch(*(paths.predictions(split) for split in plans))  # shards written elsewhere
     files = {
         split: [shard_path(paths.predictions(split), shard) for shard in range(len(plan))]
         for split, plan in plans.items()

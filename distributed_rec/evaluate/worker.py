@@ -37,7 +37,7 @@ def load_for_decoding(
     config: JobConfig,
 ) -> tuple[MaskPredictor, SemanticIdTable, ValidIdIndex]:
     """Model, ID table and constraint index; cached per process and per checkpoint version."""
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     if not paths.best_model.exists():
         raise ArtifactError(f"{paths.best_model} is missing: run the train stage first")
     cache_key = (str(paths.best_model.resolve()), paths.best_model.stat().st_mtime_ns)
@@ -82,7 +82,9 @@ def decode_shard(
     node = _node_id()
     _record_attempt(split, shard, node)
     started = time.perf_counter()
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
+    # a remote run directory: this machine's mirror may lack the inputs (another node)
+    paths.fetch(paths.eval_split(split), paths.semantic_ids, paths.best_model)
     users = read_split_rows(paths.eval_split(split), rows, config.data.max_history)
     model, table, index = load_for_decoding(config)
     decode = config.decode
@@ -119,5 +121,6 @@ def decode_shard(
         }
     path = shard_path(paths.predictions(split), shard)
     write_predictions(path, users, ranked_UK, extra)
+    paths.publish(path)  # the driver may run on another machine
     seconds = time.perf_counter() - started
     return {"path": str(path), "users": len(users), "seconds": seconds, "node": node}

@@ -42,7 +42,7 @@ def dense_items_for(config: JobConfig, table: SemanticIdTable) -> DenseItems | N
     """`read_dense_items` of the run when the model has a dense head, else None."""
     if config.model.dense_loss_weight == 0:
         return None
-    return read_dense_items(RunPaths(Path(config.run_dir)), table)
+    return read_dense_items(RunPaths.of(config.run_dir), table)
 
 
 def save_best_model(model: torch.nn.Module, path: Path) -> None:
@@ -56,7 +56,7 @@ def save_best_model(model: torch.nn.Module, path: Path) -> None:
 
 def load_best_model(config: JobConfig, device: str = "cpu") -> MaskPredictor:
     """The trained mask predictor in eval mode, shaped by `config` and the semantic-ID table."""
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     table = SemanticIdTable.read(paths.semantic_ids)
     path = paths.best_model
     if not path.exists():

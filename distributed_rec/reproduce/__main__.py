@@ -82,6 +82,8 @@ def parse_arguments(argv: list[str]) -> Arguments:
         elif name == "adopt":
             args.adopt.append(Path(value))
         elif name in ("root", "output", "notes"):
+            if "://" in value:  # rows link and copy stage folders: local storage only
+                raise ConfigError(f"--{name}={value!r}: studies need a local folder")
             setattr(args, name, Path(value))
         else:
             setattr(args, name, value)

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,7 +112,7 @@ def run_tokenize(config: Any) -> dict[str, Any]:
     """Train the configured tokenizer on every item's embedding and write the ID table."""
     from torch.utils.tensorboard import SummaryWriter
 
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     item_ids, embeddings = read_embeddings(paths.item_embeddings)
     order = np.argsort(item_ids, kind="stable")
     item_ids, embeddings = item_ids[order], embeddings[order]

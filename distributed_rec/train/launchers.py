@@ -59,11 +59,19 @@ def deepspeed_command(config: JobConfig, job_config_path: Path) -> list[str]:
     return command
 
 
+def _worker_job(config: JobConfig) -> tuple[RunPaths, JobConfig]:
+    """The run's paths, and the config every training process gets: the local launcher and an
+    absolute run directory (an object-store URI stays as it is: each process mirrors it)."""
+    paths = RunPaths.of(config.run_dir)
+    if paths.remote is None:
+        paths = RunPaths(paths.root.resolve())
+    config = replace_section(config, "train", launcher="local")
+    return paths, config_from_dict({**config.to_dict(), "run_dir": paths.location})
+
+
 def launch_deepspeed(config: JobConfig) -> None:
     """Run the loop under the `deepspeed` launcher; waits for it to finish."""
-    paths = RunPaths(Path(config.run_dir).resolve())
-    config = replace_section(config, "train", launcher="local")
-    config = config_from_dict({**config.to_dict(), "run_dir": str(paths.root)})
+    paths, config = _worker_job(config)
     job_config_path = paths.stage_dir("train") / "launch_config.json"
     save_config(config, job_config_path)
     environment = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS_VARIABLES}
@@ -110,7 +118,7 @@ def _ray_train_loop(loop_config: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     job = config_from_dict(loop_config["job"])
-    _record_worker_node(RunPaths(Path(job.run_dir)), context.get_world_rank())
+    _record_worker_node(RunPaths.of(job.run_dir), context.get_world_rank())
     os.environ["LOCAL_RANK"] = str(context.get_local_rank())
     os.environ["LOCAL_WORLD_SIZE"] = str(context.get_local_world_size())
     port = loop_config.get("master_port")
@@ -198,10 +206,7 @@ def launch_ray(config: JobConfig) -> None:
 
     from distributed_rec.distributed.ray_runtime import start_local_ray
 
-    run_dir = Path(config.run_dir).resolve()
-    paths = RunPaths(run_dir)
-    config = replace_section(config, "train", launcher="local")
-    config = config_from_dict({**config.to_dict(), "run_dir": str(run_dir)})
+    paths, config = _worker_job(config)
     scaling = ray_scaling(config)
     started_here = not ray.is_initialized()
     if started_here and not (config.ray.address or os.environ.get("RAY_ADDRESS")):
@@ -222,7 +227,7 @@ def launch_ray(config: JobConfig) -> None:
             torch_config=torch_config_class(
                 backend=process_group_backend("cuda" if scaling["use_gpu"] else "cpu")
             ),
-            run_config=RunConfig(name="train", storage_path=str(run_dir / "train" / "ray")),
+            run_config=RunConfig(name="train", storage_path=str(paths.stage_dir("train") / "ray")),
         )
         result = trainer.fit()
         if result.error is not None:

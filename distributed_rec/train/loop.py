@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,7 +97,7 @@ class Trainer:
         if self.device == "cuda":
             torch.cuda.set_device(self.dist.local_rank)
         env.set_threads(self.dist.world_size)
-        self.paths = RunPaths(Path(config.run_dir))
+        self.paths = RunPaths.of(config.run_dir)
         self.table = SemanticIdTable.read(self.paths.semantic_ids)
         self.max_items = config.data.max_history + 1
         self.whole_sequence = config.whole_sequence_training
@@ -129,6 +128,8 @@ class Trainer:
         objective = TrainingObjective(model, config.model, self.whole_sequence).to(self.device)
         optimizer, scheduler = build_optimizer(objective, self.cfg, self.total_steps)
         load_deepspeed_ops()  # a build killed earlier must not hang deepspeed.initialize
+        if self.cfg.resume:
+            self._fetch_checkpoints()
         saved_world = (
             checkpoint.saved_world_size(self.paths.checkpoints) if self.cfg.resume else None
         )
@@ -163,6 +164,13 @@ class Trainer:
             self.paths, self.dist.is_main, self.total_steps, self.progress.global_step
         )
 
+    def _fetch_checkpoints(self) -> None:
+        """With a remote run directory: each machine's first process fetches the checkpoints
+        (already in place on the launching machine: only what differs is downloaded)."""
+        if self.paths.remote is not None and self.dist.local_rank == 0:
+            self.paths.fetch(self.paths.checkpoints, self.paths.best_model.parent)
+        env.barrier()
+
     def _resume(self) -> None:
         if checkpoint.latest_tag(self.paths.checkpoints) is None:
             log.warning("--resume: no checkpoint in %s, starting afresh", self.paths.checkpoints)
@@ -195,7 +203,27 @@ class Trainer:
             "world_size": self.dist.world_size,
             "seed": self.cfg.seed,
         }
-        checkpoint.save(self.engine, self.paths.checkpoints, self.progress.global_step, client)
+        tag = checkpoint.save(
+            self.engine, self.paths.checkpoints, self.progress.global_step, client
+        )
+        self._publish_checkpoint(tag)
+
+    def _publish_checkpoint(self, tag: str) -> None:
+        """With a remote run directory: each machine's first process uploads its files of the
+        new checkpoint; then rank 0 the best weights, TensorBoard events and, last, the marker
+        that makes the checkpoint current, and deletes the checkpoints removed locally."""
+        paths = self.paths
+        if paths.remote is None:
+            return
+        if self.dist.local_rank == 0:
+            paths.publish(paths.checkpoints / tag, delete=False)
+        env.barrier()
+        if self.dist.is_main:
+            self.reporter.flush()
+            paths.publish(paths.best_model.parent, paths.tensorboard("train"))
+            paths.publish(paths.checkpoints / checkpoint.MARKER)
+            paths.prune(paths.checkpoints)
+        env.barrier()
 
     def train_step(self, epoch: int, step: int, ids_G: np.ndarray) -> dict[str, float]:
         """One optimiser step on global batch `ids_G`; returns its loss terms (all processes)."""

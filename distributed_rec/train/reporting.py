@@ -119,6 +119,11 @@ class Reporter:
         else:
             self.bar.write(line)
 
+    def flush(self) -> None:
+        """Write buffered TensorBoard events to their file (before it is uploaded)."""
+        if self.is_main:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.is_main:
             self.bar.close()

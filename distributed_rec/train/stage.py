@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from distributed_rec.artifacts import RunPaths
@@ -13,7 +12,7 @@ from distributed_rec.errors import ArtifactError
 
 def run_train(config: JobConfig) -> dict[str, Any]:
     """`--train.launcher=local|deepspeed|ray` (`--train.num_procs=N` for the last two)."""
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
     paths.train_metrics.unlink(missing_ok=True)
     if config.train.launcher == "local":
         from distributed_rec.train.loop import train_worker
