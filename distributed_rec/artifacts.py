@@ -69,6 +69,12 @@ class RunPaths:
         """The run directory as the user named it (the URI for a remote one)."""
         return self.remote or str(self.root)
 
+    def where(self, path: Path) -> str:
+        """`path` (under root) as the user knows it: its object-store URI for a remote run."""
+        if self.remote is None:
+            return str(path)
+        return f"{self.remote}/{Path(path).relative_to(self.root).as_posix()}"
+
     def fetch(self, *paths: Path) -> None:
         """Make the local copies of `paths` (files or folders under root) equal the object
         store's, deleting what it lacks; a no-op for a local run directory."""

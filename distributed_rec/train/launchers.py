@@ -99,7 +99,7 @@ def failure_message(what: str, status: int | str, paths: RunPaths) -> str:
     if isinstance(status, int) and status in (-9, 137, 256 - 9):
         cause = "a training process was killed (SIGKILL)"
     resume = (
-        f"--train.resume=true continues from checkpoint {tag} in {paths.checkpoints}"
+        f"--train.resume=true continues from checkpoint {tag} in {paths.where(paths.checkpoints)}"
         if tag
         else "no checkpoint was written yet (set --train.checkpoint_every_steps to keep one)"
     )
