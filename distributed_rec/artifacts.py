@@ -75,18 +75,18 @@ class RunPaths:
             return str(path)
         return f"{self.remote}/{Path(path).relative_to(self.root).as_posix()}"
 
-    def fetch(self, *paths: Path) -> None:
+    def fetch(self, *paths: Path) -> int:
         """Make the local copies of `paths` (files or folders under root) equal the object
-        store's, deleting what it lacks; a no-op for a local run directory."""
-        for mirror, relative in self._mirrored(paths):
-            mirror.fetch(relative)
+        store's, deleting what it lacks; a no-op for a local run directory. Returns the number
+        of files downloaded."""
+        return sum(mirror.fetch(relative) for mirror, relative in self._mirrored(paths))
 
-    def publish(self, *paths: Path, delete: bool = True) -> None:
+    def publish(self, *paths: Path, delete: bool = True) -> int:
         """Make the object store's copies of `paths` equal the local ones (removed ones are
         deleted; with `delete=False` files are only added or replaced); a no-op for a local
-        run directory."""
-        for mirror, relative in self._mirrored(paths):
-            mirror.publish(relative, delete=delete)
+        run directory. Returns the number of files uploaded."""
+        mirrored = self._mirrored(paths)
+        return sum(mirror.publish(relative, delete=delete) for mirror, relative in mirrored)
 
     def prune(self, folder: Path) -> None:
         """Delete from the object store the entries of `folder` that are gone locally."""

@@ -188,7 +188,35 @@ def checked_run_paths(run_dir: str) -> RunPaths:
     if paths.remote is None:
         return RunPaths(check_run_dir(run_dir))
     check_bucket(parse_uri(paths.remote))
+    check_run_dir(str(paths.root))  # the local mirror must be writable too
     return paths
+
+
+class _SyncTimer:
+    """fetch/publish of one stage, timed and counted (a remote run directory's cost)."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths, self.seconds, self.downloaded, self.uploaded = paths, 0.0, 0, 0
+
+    def fetch(self, *paths: Path) -> None:
+        started = time.perf_counter()
+        self.downloaded += self.paths.fetch(*paths)
+        self.seconds += time.perf_counter() - started
+
+    def publish(self, *paths: Path) -> None:
+        started = time.perf_counter()
+        self.uploaded += self.paths.publish(*paths)
+        self.seconds += time.perf_counter() - started
+
+    def summary(self) -> dict[str, Any]:
+        """For a remote run: seconds spent syncing around the stage, files moved each way."""
+        if self.paths.remote is None:
+            return {}
+        return {
+            "sync_seconds": self.seconds,
+            "files_downloaded": self.downloaded,
+            "files_uploaded": self.uploaded,
+        }
 
 
 def run_stage(stage: str, config: JobConfig, force: bool = False) -> dict[str, Any]:
@@ -198,27 +226,30 @@ def run_stage(stage: str, config: JobConfig, force: bool = False) -> dict[str, A
     mirror first; its outputs too when it runs (resume, caches), then published, marker last.
     """
     paths = checked_run_paths(config.run_dir)
+    sync = _SyncTimer(paths)
     save_config(config, paths.config)
-    paths.publish(paths.config)
+    sync.publish(paths.config)
     function = load_stage(stage)
     marker = stage_marker_path(paths, stage)
-    paths.fetch(*_stage_reads(stage, paths), marker)
+    sync.fetch(*_stage_reads(stage, paths), marker)
     key = stage_key(stage, config)
     resuming = stage == "train" and config.train.resume
     if not force and not resuming and stage_is_current(paths, stage, key):
         log.info("%s: inputs and config unchanged, skipped", stage)
-        return {"stage": stage, "skipped": True}
+        return {"stage": stage, "skipped": True, **sync.summary()}
     clear_stage_marker(paths, stage)
-    paths.publish(marker)  # outputs are about to change: not current any more
+    sync.publish(marker)  # outputs are about to change: not current any more
     outputs = stage_outputs(stage, paths)
-    paths.fetch(*outputs)
+    sync.fetch(*outputs)
     started = time.perf_counter()
     summary = function(config) or {}
     seconds = time.perf_counter() - started
-    paths.publish(*outputs)
+    sync.publish(*outputs)
     mark_stage_done(paths, stage, key, seconds)
-    paths.publish(marker)
-    summary = {"stage": stage, "skipped": False, "seconds": seconds, **summary}
+    sync.publish(marker)
+    summary = {"stage": stage, "skipped": False, "seconds": seconds, **summary, **sync.summary()}
+    if paths.remote:
+        log.info("%s: synced with %s in %.1f s", stage, paths.remote, sync.seconds)
     log.info("%s: done in %.1f s", stage, summary["seconds"])
     return summary
 

@@ -40,7 +40,7 @@ TINY = [
     "--model.num_layers=1",
     "--model.num_attention_heads=2",
     "--model.ffn_dim=32",
-    "--train.max_epochs=2",
+    "--train.max_epochs=1",
     "--ray.num_cpus=2",
 ]
 STEPS = ("--train.max_steps=8", "--train.zero_stage=2", "--train.checkpoint_every_steps=1")
@@ -85,7 +85,6 @@ def test_debug_pipeline_on_s3_matches_a_local_run(server, bucket, tmp_path, monk
     uri = f"s3://{bucket}/runs/debug"
     assert main(["run", f"--run_dir={uri}", *TINY]) == 0
     printed = capfd.readouterr()
-
     objects = server.objects(bucket, "runs/debug")
     expected, remote = (
         json.loads((local / "results.json").read_text()),
@@ -97,6 +96,12 @@ def test_debug_pipeline_on_s3_matches_a_local_run(server, bucket, tmp_path, monk
     assert remote["train"]["best_metrics"] == expected["train"]["best_metrics"]
     assert remote["tokenize"]["best_monitor"] == expected["tokenize"]["best_monitor"]
     assert json.loads(objects["config.json"])["run_dir"] == uri
+    for stage in remote["stages"]:  # what the mirror cost around each stage (measured)
+        assert stage["files_uploaded"] > 0, stage
+        print(
+            f"{stage['stage']}: {stage['seconds']:.1f} s, synced in {stage['sync_seconds']:.2f} s "
+            f"({stage['files_downloaded']} files down, {stage['files_uploaded']} up)"
+        )
 
     # the bucket holds exactly the files of the local run: every stage's artifacts, markers,
     # DeepSpeed checkpoints, best model, TensorBoard events, prediction shards, results
@@ -149,7 +154,7 @@ def _bucket_weights(server, bucket: str, prefix: str) -> dict[str, torch.Tensor]
 
 @pytest.mark.timeout(600)
 def test_training_killed_on_one_machine_resumes_from_s3_on_another(
-    server, bucket, tmp_path, monkeypatch
+    server, bucket, tmp_path, monkeypatch, capfd
 ):
     """DeepSpeed launcher, 2 processes, ZeRO-2, a checkpoint after every step: rank 1 is
     SIGKILLed before step 4; the checkpoints are in the bucket; a fresh staging folder (another
@@ -181,5 +186,9 @@ def test_training_killed_on_one_machine_resumes_from_s3_on_another(
     assert resumed["steps"] == 8 and resumed["resumed_from_world_size"] == 2
     assert resumed["last_loss"] == summary["last_loss"]
     assert_same_weights(_bucket_weights(server, bucket, "runs/resume"), final_weights(reference))
-    assert "_DONE.json" in server.objects(bucket, "runs/resume/train")
+    train = server.objects(bucket, "runs/resume/train")
+    assert "_DONE.json" in train and "checkpoints/zero_to_fp32.py" in train
+    assert set(train) == _files(RunPaths.of(uri).stage_dir("train"))  # the mirror, exactly
     _secret_free(server.objects(bucket, "runs/resume"))
+    printed = capfd.readouterr()  # the launcher's and both ranks' output included
+    _secret_free({"stdout": printed.out.encode(), "stderr": printed.err.encode()})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,7 @@ class Trainer:
             torch.cuda.set_device(self.dist.local_rank)
         env.set_threads(self.dist.world_size)
         self.paths = RunPaths.of(config.run_dir)
+        self._fetch_inputs()
         self.table = SemanticIdTable.read(self.paths.semantic_ids)
         self.max_items = config.data.max_history + 1
         self.whole_sequence = config.whole_sequence_training
@@ -129,7 +131,7 @@ class Trainer:
         optimizer, scheduler = build_optimizer(objective, self.cfg, self.total_steps)
         load_deepspeed_ops()  # a build killed earlier must not hang deepspeed.initialize
         if self.cfg.resume:
-            self._fetch_checkpoints()
+            self._fetch(self.paths.checkpoints, self.paths.best_model.parent)
         saved_world = (
             checkpoint.saved_world_size(self.paths.checkpoints) if self.cfg.resume else None
         )
@@ -164,11 +166,17 @@ class Trainer:
             self.paths, self.dist.is_main, self.total_steps, self.progress.global_step
         )
 
-    def _fetch_checkpoints(self) -> None:
-        """With a remote run directory: each machine's first process fetches the checkpoints
-        (already in place on the launching machine: only what differs is downloaded)."""
+    def _fetch_inputs(self) -> None:
+        """The splits and semantic IDs every process reads (remote run directory)."""
+        paths = self.paths
+        split = paths.train_windows if self.config.whole_sequence_training else paths.train_split
+        self._fetch(paths.semantic_ids, split, paths.eval_split("valid"))
+
+    def _fetch(self, *folders: Path) -> None:
+        """With a remote run directory, each machine's first process fetches `folders` into its
+        mirror (in place already on the launching machine: only what differs is downloaded)."""
         if self.paths.remote is not None and self.dist.local_rank == 0:
-            self.paths.fetch(self.paths.checkpoints, self.paths.best_model.parent)
+            self.paths.fetch(*folders)
         env.barrier()
 
     def _resume(self) -> None:
@@ -210,18 +218,19 @@ class Trainer:
 
     def _publish_checkpoint(self, tag: str) -> None:
         """With a remote run directory: each machine's first process uploads its files of the
-        new checkpoint; then rank 0 the best weights, TensorBoard events and, last, the marker
-        that makes the checkpoint current, and deletes the checkpoints removed locally."""
+        new checkpoint; then rank 0 the best weights, TensorBoard events and the rest of the
+        checkpoint folder with the marker that makes the new checkpoint current, and deletes
+        from the bucket the checkpoints removed locally."""
         paths = self.paths
         if paths.remote is None:
             return
         if self.dist.local_rank == 0:
             paths.publish(paths.checkpoints / tag, delete=False)
         env.barrier()
-        if self.dist.is_main:
+        if self.dist.is_main:  # the marker goes up only once every machine's files are there
             self.reporter.flush()
             paths.publish(paths.best_model.parent, paths.tensorboard("train"))
-            paths.publish(paths.checkpoints / checkpoint.MARKER)
+            paths.publish(paths.checkpoints, delete=False)
             paths.prune(paths.checkpoints)
         env.barrier()
 
@@ -384,4 +393,7 @@ def train_worker(config: JobConfig, stop_after_step: int | None = None) -> dict[
         trainer.validator.save_best(trainer.engine)  # never validated: keep the final weights
     summary = trainer.summary()
     trainer.reporter.finish(summary)
+    paths = trainer.paths
+    if paths.remote is not None and trainer.dist.is_main:  # rank 0 may be on another machine
+        paths.publish(paths.best_model.parent, paths.tensorboard("train"), paths.train_metrics)
     return summary

@@ -26,6 +26,8 @@ def run_train(config: JobConfig) -> dict[str, Any]:
         from distributed_rec.train.launchers import launch_ray
 
         launch_ray(config)
+    # rank 0 published these (a remote run directory; it may have run on another machine)
+    paths.fetch(paths.train_metrics, paths.best_model.parent, paths.checkpoints)
     if not paths.train_metrics.exists():
         raise ArtifactError(f"{paths.train_metrics} was not written: training did not finish")
     return json.loads(paths.train_metrics.read_text())
