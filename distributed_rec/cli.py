@@ -17,7 +17,7 @@ USAGE = f"""usage: python -m distributed_rec <stage> [--config FILE_OR_RECIPE] [
 stages: {", ".join(STAGES)}, run (all in order)
         baseline (sasrec or tiger by --baseline.model, on the prepared splits; not part of run)
   --config=debug         a recipe by name (distributed_rec/recipes/*.toml) or a TOML/JSON file
-  --run_dir=DIR          where artifacts go (default runs/default)
+  --run_dir=DIR          where artifacts go (default runs/default); s3://bucket/prefix too
   --resume               continue a killed training run (same as --train.resume=true)
   --force                re-run stages even when their inputs and config are unchanged
   --data.format=NAME     lcrec, amazon2023, amazon2023_benchmark, movielens, table, synthetic,
