@@ -92,16 +92,17 @@ def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
     ]
 
 
-def _stage_reads(stage: str, paths: RunPaths) -> list[Path]:
+def _stage_reads(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
     """Every artifact a stage reads (a superset of the inputs that decide its key): what a
     remote run directory's mirror must hold before the stage runs."""
     splits = [paths.eval_split("valid"), paths.eval_split("test")]
+    dense = [paths.item_embeddings] if config.model.dense_loss_weight > 0 else []
     return {
         "prepare": [],
         "embed": [paths.items, paths.train_split],
         "tokenize": [paths.item_embeddings],
-        "train": [paths.semantic_ids, paths.train_split, paths.train_windows, splits[0]],
-        "evaluate": [paths.best_model, paths.semantic_ids, paths.train_split, *splits],
+        "train": [paths.semantic_ids, paths.train_split, paths.train_windows, *splits, *dense],
+        "evaluate": [paths.best_model, paths.semantic_ids, paths.train_split, *splits, *dense],
         "baseline": [paths.items, paths.semantic_ids, paths.train_split, *splits],
     }[stage]
 
@@ -231,7 +232,7 @@ def run_stage(stage: str, config: JobConfig, force: bool = False) -> dict[str, A
     sync.publish(paths.config)
     function = load_stage(stage)
     marker = stage_marker_path(paths, stage)
-    sync.fetch(*_stage_reads(stage, paths), marker)
+    sync.fetch(*_stage_reads(stage, paths, config), marker)
     key = stage_key(stage, config)
     resuming = stage == "train" and config.train.resume
     if not force and not resuming and stage_is_current(paths, stage, key):

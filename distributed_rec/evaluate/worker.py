@@ -84,7 +84,8 @@ def decode_shard(
     started = time.perf_counter()
     paths = RunPaths.of(config.run_dir)
     # a remote run directory: this machine's mirror may lack the inputs (another node)
-    paths.fetch(paths.eval_split(split), paths.semantic_ids, paths.best_model)
+    dense = [paths.item_embeddings] if config.model.dense_loss_weight > 0 else []
+    paths.fetch(paths.eval_split(split), paths.semantic_ids, paths.best_model, *dense)
     users = read_split_rows(paths.eval_split(split), rows, config.data.max_history)
     model, table, index = load_for_decoding(config)
     decode = config.decode

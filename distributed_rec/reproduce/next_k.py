@@ -54,7 +54,10 @@ def two_step_users(paths: RunPaths, max_history: int, max_users: int, seed: int)
 
 
 def run_study(config: JobConfig, steps: list[int], max_users: int) -> dict[str, Any]:
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths.of(config.run_dir)
+    dense = [paths.item_embeddings] if config.model.dense_loss_weight > 0 else []
+    splits = [paths.eval_split("valid"), paths.eval_split("test")]
+    paths.fetch(paths.semantic_ids, paths.best_model, *splits, *dense)  # an s3:// run
     model = load_best_model(config)
     table = SemanticIdTable.read(paths.semantic_ids)
     index = ValidIdIndex(table)
@@ -177,7 +180,7 @@ def main(argv: list[str]) -> int:
     config = load_config(options["config"], overrides)
     steps = [int(s) for s in options["steps"].split(",") if s]
     result = run_study(config, steps, int(options["max_users"]))
-    output = Path(options["output"] or Path(config.run_dir) / "next_k")
+    output = Path(options["output"] or RunPaths.of(config.run_dir).root / "next_k")
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / "next_k.json", result)
     (output / "next_k.md").write_text(markdown(result))

@@ -170,7 +170,13 @@ class Trainer:
         """The splits and semantic IDs every process reads (remote run directory)."""
         paths = self.paths
         split = paths.train_windows if self.config.whole_sequence_training else paths.train_split
-        self._fetch(paths.semantic_ids, split, paths.eval_split("valid"))
+        dense = [paths.item_embeddings] if self.config.model.dense_loss_weight > 0 else []
+        self._fetch(paths.semantic_ids, split, *self._eval_splits(), *dense)
+
+    def _eval_splits(self) -> list[Path]:
+        """valid, and test when its metrics are reported beside validation (train.report_test)."""
+        splits = ("valid", "test") if self.cfg.report_test else ("valid",)
+        return [self.paths.eval_split(split) for split in splits]
 
     def _fetch(self, *folders: Path) -> None:
         """With a remote run directory, each machine's first process fetches `folders` into its
