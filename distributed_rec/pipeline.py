@@ -71,6 +71,7 @@ _KEYS_WITHOUT_EFFECT = {
 
 
 def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
+    dense = [paths.item_embeddings] if config.model.dense_loss_weight > 0 else []
     if stage == "prepare":
         return []
     if stage == "embed":
@@ -79,7 +80,8 @@ def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
         return [paths.item_embeddings]
     if stage == "train":
         split = paths.train_windows if config.whole_sequence_training else paths.train_split
-        return [split, paths.eval_split("valid"), paths.semantic_ids]
+        test = [paths.eval_split("test")] if config.train.report_test else []
+        return [split, paths.eval_split("valid"), paths.semantic_ids, *dense, *test]
     if stage == "baseline":
         splits = [paths.train_split, paths.eval_split("valid"), paths.eval_split("test")]
         tiger = config.baseline.model == "tiger"
@@ -89,6 +91,7 @@ def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
         paths.semantic_ids,
         paths.eval_split("valid"),
         paths.eval_split("test"),
+        *dense,
     ]
 
 

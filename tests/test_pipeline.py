@@ -76,3 +76,19 @@ def test_stage_key_ignores_keys_without_effect(tmp_path):
     other_lr = load_config(None, [f"--run_dir={tmp_path}", "--train.lr=0.5"])
     assert pipeline.stage_key("train", base) == pipeline.stage_key("train", resumed)
     assert pipeline.stage_key("train", base) != pipeline.stage_key("train", other_lr)
+
+
+def test_dense_head_makes_the_embeddings_an_input_of_train_and_evaluate(tmp_path):
+    from distributed_rec.artifacts import RunPaths
+    from distributed_rec.config import load_config
+    from distributed_rec.pipeline import _stage_inputs
+
+    paths = RunPaths(tmp_path)
+    plain = load_config(None, [f"--run_dir={tmp_path}"])
+    dense = load_config(None, [f"--run_dir={tmp_path}", "--model.dense_loss_weight=1"])
+    reported = load_config(None, [f"--run_dir={tmp_path}", "--train.report_test=true"])
+    for stage in ("train", "evaluate"):
+        assert paths.item_embeddings not in _stage_inputs(stage, paths, plain)
+        assert paths.item_embeddings in _stage_inputs(stage, paths, dense)
+    assert paths.eval_split("test") not in _stage_inputs("train", paths, plain)
+    assert paths.eval_split("test") in _stage_inputs("train", paths, reported)
