@@ -270,7 +270,9 @@ def test_study_compute_counts_each_shared_stage_once() -> None:
 
 
 def test_unknown_study_names_the_shipped_ones() -> None:
-    with pytest.raises(ConfigError, match=r"--study='nope' is neither a file nor one of: paper"):
+    with pytest.raises(
+        ConfigError, match=r"--study='nope' is neither a file nor one of: data_efficiency, paper"
+    ):
         load_study("nope", "debug")
 
 
