@@ -55,9 +55,10 @@ def _submit(url: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def job_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, set[str]]]:
-    """(job server URL, worker node ids) of a head with the dashboard and no CPUs and two
-    worker nodes of 2 CPUs each (room for an embedding actor beside a Ray Data read task)."""
+def job_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, set[str], Path]]:
+    """(job server URL, worker node ids, head's log folder) of a head with the dashboard and
+    no CPUs and two worker nodes of 2 CPUs each (room for an embedding actor beside a Ray Data
+    read task)."""
     from ray.cluster_utils import Cluster
 
     temp = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # unix socket paths must be short
@@ -73,8 +74,12 @@ def job_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, set[str]
     loopback = {"node_ip_address": "127.0.0.1"}
     cluster = Cluster(
         initialize_head=True,
+        # the head's agent (which runs the job's driver) would listen on Ray's fixed 52365,
+        # taken whenever another Ray instance runs on this machine: the job server then
+        # answers "No available agent" for good
         head_node_args={**loopback, "num_cpus": 0, "include_dashboard": True,
-                        "dashboard_host": "127.0.0.1", "dashboard_port": port},
+                        "dashboard_host": "127.0.0.1", "dashboard_port": port,
+                        "dashboard_agent_listen_port": _free_port()},
     )  # fmt: skip
     try:
         # each node its own folder, as on separate machines: every node's runtime-env agent
@@ -83,7 +88,8 @@ def job_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, set[str]
             cluster.add_node(**loopback, num_cpus=2, temp_dir=f"{temp}/w{i}") for i in range(2)
         ]
         cluster.wait_for_nodes()
-        yield f"http://127.0.0.1:{port}", {node.node_id for node in workers}
+        logs = Path(temp, "ray", "session_latest", "logs")
+        yield f"http://127.0.0.1:{port}", {node.node_id for node in workers}, logs
     finally:
         cluster.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
@@ -91,15 +97,19 @@ def job_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, set[str]
 
 @pytest.mark.timeout(600)
 def test_ray_job_submit_runs_the_pipeline_on_two_worker_nodes(
-    tmp_path: Path, job_cluster: tuple[str, set[str]]
+    tmp_path: Path, job_cluster: tuple[str, set[str], Path]
 ) -> None:
-    url, workers = job_cluster
+    url, workers, logs = job_cluster
     run_dir = tmp_path / "run"
     started = time.monotonic()
     with ListenWatch(interval=1.0) as watch:
         submit = _submit(url, "run", "--config=debug", f"--run_dir={run_dir}", *FAST)
     seconds = time.monotonic() - started
-    assert submit.returncode == 0, submit.stdout[-6000:] + submit.stderr[-3000:]
+    agent_log = logs / "dashboard_agent.log"
+    assert submit.returncode == 0, (
+        submit.stdout[-6000:] + submit.stderr[-3000:]
+        + (agent_log.read_text()[-3000:] if agent_log.exists() else "no agent log")
+    )  # fmt: skip
     assert "succeeded" in submit.stdout
     assert watch.seen and watch.beyond_loopback() == []
 

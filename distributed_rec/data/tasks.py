@@ -54,7 +54,7 @@ def run_tasks(
     import ray
 
     remote = ray.remote(_on_node).options(
-        name=fn.__name__,  # as Ray's logs and dashboard name the task
+        name=fn.__name__,  # the task's name in Ray's dashboard and state API
         num_cpus=num_cpus,
         max_retries=TASK_RETRIES,
         scheduling_strategy="SPREAD",

@@ -3,7 +3,6 @@ of them that stage summaries record (`prepare/stats.json: task_nodes`, embed's `
 
 from __future__ import annotations
 
-import itertools
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -18,23 +17,14 @@ def current_node() -> str | None:
 
 
 class NodeTally:
-    """How many units of work (tasks, rows) each node did, per step name."""
+    """How many units of work (tasks, items) each node did, per step name."""
 
     def __init__(self) -> None:
         self._steps: dict[str, Counter[str]] = {}
 
-    def add(
-        self, step: str, nodes: Iterable[str | None], weights: Iterable[int] | None = None
-    ) -> None:
-        """Count one unit (or `weights[i]` units) of `step` on each of `nodes` (None: no Ray)."""
-        counter = self._steps.setdefault(step, Counter())
-        units = itertools.repeat(1) if weights is None else weights
-        for node, weight in zip(nodes, units, strict=False):
-            counter[node or "local"] += int(weight)
-
-    def nodes(self) -> set[str]:
-        """Every node that did some work."""
-        return {node for counter in self._steps.values() for node in counter}
+    def add(self, step: str, nodes: Iterable[str | None]) -> None:
+        """Count one unit of `step` for each entry of `nodes` (None, outside Ray: "local")."""
+        self._steps.setdefault(step, Counter()).update(node or "local" for node in nodes)
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         """step -> node id -> units, nodes sorted (JSON-able)."""

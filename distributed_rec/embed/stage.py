@@ -125,7 +125,7 @@ def embed_with_ray(
         raise ArtifactError(f"the embedding job returned {len(item_ids)} rows for {num_items}")
     out = np.empty((num_items, vectors[0].shape[1]), dtype=np.float32)
     out[item_ids] = np.concatenate(vectors)
-    return out, nodes.as_dict()["embed"]
+    return out, nodes.as_dict().get("embed", {})
 
 
 def write_embeddings(path: Path, embeddings: np.ndarray, metadata: dict[str, Any]) -> None:
