@@ -4,7 +4,7 @@
 # RAY_ADDRESS is the cluster's dashboard (job server) address. The run directory must be on storage
 # every node can read (NFS, a mounted bucket).
 set -euo pipefail
-: "${RAY_ADDRESS:?set RAY_ADDRESS to the cluster's job server, e.g. http://127.0.0.1:8265}"
+: "${RAY_ADDRESS:?set RAY_ADDRESS to the job server of the cluster, e.g. http://127.0.0.1:8265}"
 STAGE="${1:?usage: submit_ray_job.sh <stage> [--section.key=value ...]}"
 shift
 RUNTIME_ENV="${RUNTIME_ENV:-cluster_configs/runtime_env.yaml}"

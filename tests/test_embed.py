@@ -105,7 +105,7 @@ def test_pca_is_fitted_on_training_items_only(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(6, 8)).astype(np.float32)
     vectors[5] *= 100.0  # item 5 is not in the training split; it must not shape the PCA
-    monkeypatch.setattr(embed_stage, "embed_with_ray", lambda config, path, n: vectors)
+    monkeypatch.setattr(embed_stage, "embed_with_ray", lambda config, path, n: (vectors, {}))
     config = load_config(None, [f"--run_dir={tmp_path}", "--embed.pca_dim=2"])
     summary = run_embed(config)
     assert summary["dim"] == 2 and summary["raw_dim"] == 8
@@ -148,6 +148,7 @@ def test_ray_embed_stage_writes_sorted_embeddings_and_reuses_them(tmp_path, embe
     )
     first = run_embed(config)
     assert first["cached"] is False and first["num_items"] == 6
+    assert list(first["actor_nodes"].values()) == [6]  # the one node of the local instance
     table = pq.read_table(paths.item_embeddings)
     assert table.schema.field("item_id").type == pa.int64()
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)

@@ -12,8 +12,10 @@ ray.address is empty); the driver holds counts, the item metadata and the kept u
    / test rows, which one task per split merges in user order (:mod:`~distributed_rec.data.merge`).
 
 Intermediate files live in `run_dir/_prepare_work` (removed at the end, also on failure);
-outputs are built in `prepare/_staging` and moved into place at the end, so a failed run never
-leaves a mix of old and new shards.
+outputs are built in `prepare/_staging` (removed on failure) and moved into place at the end, so
+a failed run never leaves a mix of old and new shards. Each task's node is counted per step
+(`stats.json: task_nodes`); a task whose worker or node dies is re-run on another
+(:mod:`~distributed_rec.data.tasks`).
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ from distributed_rec.data.items import items_table, unique_metadata
 from distributed_rec.data.merge import merge_eval_split
 from distributed_rec.data.raw import RawData
 from distributed_rec.data.tasks import run_tasks
+from distributed_rec.distributed.nodes import NodeTally
 from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.errors import DataError
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("items.parquet", "interactions", "splits")
+STAGING = "_staging"
 
 
 def _publish(staging: Path, stage_dir: Path) -> None:
@@ -71,10 +75,12 @@ def _publish(staging: Path, stage_dir: Path) -> None:
     shutil.rmtree(staging)
 
 
-def _read(data: DataConfig, work: Path) -> tuple[list[BlockResult], Issues, int, Inputs]:
+def _read(
+    data: DataConfig, work: Path, nodes: NodeTally
+) -> tuple[list[BlockResult], Issues, int, Inputs]:
     """Read every block; raise the first error in input order; merge the counted skips."""
-    blocks = plan_blocks(data, lambda ranges: run_tasks(count_newlines, ranges))
-    results = run_tasks(read_block, [(b, data, str(work)) for b in blocks])
+    blocks = plan_blocks(data, lambda ranges: run_tasks(count_newlines, ranges, nodes=nodes))
+    results = run_tasks(read_block, [(b, data, str(work)) for b in blocks], nodes=nodes)
     for result in results:
         if result.error is not None:
             raise DataError(*result.error)
@@ -110,7 +116,7 @@ def _report_absent(loads: list[ShardLoad], inputs: Inputs, issues: Issues) -> in
 
 
 def _kcore(
-    work: Path, counts: np.ndarray, k: int, shards: int
+    work: Path, counts: np.ndarray, k: int, shards: int, nodes: NodeTally
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(alive bool [N], events per item int64 [N], rounds) at the k-core fixed point."""
     import ray
@@ -121,7 +127,8 @@ def _kcore(
     while True:
         rounds += 1
         ref = ray.put(alive)
-        results = run_tasks(kcore_round, [(s, str(work), ref, k) for s in range(shards)])
+        calls = [(s, str(work), ref, k) for s in range(shards)]
+        results = run_tasks(kcore_round, calls, nodes=nodes)
         counts = total_counts(results, len(alive))
         still = alive & (counts >= k)
         if np.array_equal(still, alive):
@@ -148,7 +155,8 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
     data = config.data
     paths = RunPaths.of(config.run_dir)
     shards = data.num_shards
-    results, issues, rows, inputs = _read(data, work)
+    nodes = NodeTally()
+    results, issues, rows, inputs = _read(data, work, nodes)
     read_seconds = time.perf_counter() - started
     raw = RawData(
         pa.table({"item": pa.array([], pa.string())}),
@@ -163,7 +171,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
     metadata = unique_metadata(raw)
     meta_ids = pc.cast(metadata["item"], pa.string()).combine_chunks()
     loads: list[ShardLoad] = run_tasks(
-        load_shard, [(s, str(work), ray.put(meta_ids)) for s in range(shards)]
+        load_shard, [(s, str(work), ray.put(meta_ids)) for s in range(shards)], nodes=nodes
     )
     absent_rows = _report_absent(loads, inputs, issues)
     records = rows + issues.total - absent_rows  # absent rows were counted in `rows` already
@@ -179,7 +187,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
         "items": int((counts > 0).sum()) + len({i for s in loads for i in s.absent_items}),
     }
     duplicates = sum(s.duplicates for s in loads)
-    alive, counts, rounds = _kcore(work, counts, data.kcore, shards)
+    alive, counts, rounds = _kcore(work, counts, data.kcore, shards, nodes)
     events = int(counts[alive].sum())
     dropped_clean = {"duplicate": duplicates, "kcore": rows - absent_rows - duplicates - events}
     if events == 0:
@@ -200,14 +208,15 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
     item_ids = meta_ids.take(pa.array(item_order))
 
     alive_ref = ray.put(alive)
-    users = run_tasks(kept_users, [(s, str(work), alive_ref, data.kcore) for s in range(shards)])
+    calls = [(s, str(work), alive_ref, data.kcore) for s in range(shards)]
+    users = run_tasks(kept_users, calls, nodes=nodes)
     user_numeric = all(all(s.user_digits) for s in loads)
     dense = _dense_users(users, integer_users, user_numeric)
     num_users = sum(len(d) for d in dense)
     clean_seconds = time.perf_counter() - started - read_seconds
 
     stage_dir = paths.stage_dir("prepare")
-    staging = stage_dir / "_staging"
+    staging = stage_dir / STAGING
     if staging.exists():
         shutil.rmtree(staging)
     for folder in ("interactions", "splits/train", "splits/train_windows"):
@@ -230,7 +239,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
         )
         for s in range(shards)
     ]
-    written = run_tasks(write_shard, calls)
+    written = run_tasks(write_shard, calls, nodes=nodes)
     merged = run_tasks(
         merge_eval_split,
         [
@@ -241,6 +250,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
             )
             for split in ("valid", "test")
         ],
+        nodes=nodes,
     )
     split_counts: dict[str, int] = {}
     for split, count in zip(("valid", "test"), merged, strict=True):
@@ -283,6 +293,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
         "num_shards": shards,
         "shards": shard_rows,
         "read_blocks": len(results),
+        "task_nodes": nodes.as_dict(),
         "id_order": "dense ids follow the sorted raw ids (numeric when every id is an integer)",
         "seconds": {
             "read": read_seconds,
@@ -300,7 +311,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
         dropped,
         stats["seconds"]["total"],
     )
-    return {k: stats[k] for k in ("users", "items", "interactions", "dropped")}
+    return {k: stats[k] for k in ("users", "items", "interactions", "dropped", "task_nodes")}
 
 
 def run_prepare(config: JobConfig) -> dict[str, Any]:
@@ -318,5 +329,9 @@ def run_prepare(config: JobConfig) -> dict[str, Any]:
     try:
         with ray_connection(config.ray):
             return _prepare(config, work, started)
+    except BaseException:
+        # outputs half-written when a task failed for good: the previous ones stay in place
+        shutil.rmtree(RunPaths(Path(config.run_dir)).stage_dir("prepare") / STAGING, True)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

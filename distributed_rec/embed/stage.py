@@ -1,5 +1,7 @@
 """The embed stage: item text -> sentence embeddings as a Ray Data `map_batches` job (SPEC §3).
 
+The summary names the node of every embedding actor (`actor_nodes`: node id -> items embedded).
+
 Legend: N items, D embedding dimension (P after the optional PCA).
 """
 
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 
 from distributed_rec.artifacts import RunPaths, read_artifact_table
 from distributed_rec.config import JobConfig
+from distributed_rec.distributed.nodes import NodeTally, current_node
 from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.embed.model import SentenceEmbedder, model_fingerprint, resolve_model_path
 from distributed_rec.embed.pca import apply_pca, fit_pca, training_item_ids
@@ -26,6 +29,10 @@ from distributed_rec.errors import ArtifactError, DataError
 log = logging.getLogger(__name__)
 
 METADATA_KEY = b"distributed_rec.embed"
+ACTOR_START_TIMEOUT_S = 600
+"""Seconds the job waits for all its actors to load the model before it hands out batches (so
+that every actor gets some); past it, the stage fails with Ray's "Timed out while starting
+actors" (the cluster lacks the CPUs/GPUs they ask for) instead of waiting forever."""
 
 
 def read_items(path: Path) -> tuple[np.ndarray, list[str]]:
@@ -73,15 +80,29 @@ def actor_resources(config: JobConfig) -> dict[str, float]:
     return {"num_cpus": config.ray.actor_num_cpus, "num_gpus": gpus}
 
 
-def embed_with_ray(config: JobConfig, items_path: Path, num_items: int) -> np.ndarray:
-    """float32 [N, D] embeddings in item-id order, computed by Ray Data actors."""
+class NodeNamingEmbedder(SentenceEmbedder):
+    """A SentenceEmbedder whose output batches also hold `node` str [B]: the Ray node of the
+    actor that embedded them."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().__call__(batch)
+        out["node"] = np.full(len(out["item_id"]), current_node() or "local")
+        return out
+
+
+def embed_with_ray(
+    config: JobConfig, items_path: Path, num_items: int
+) -> tuple[np.ndarray, dict[str, int]]:
+    """float32 [N, D] embeddings in item-id order, computed by Ray Data actors, and the items
+    each actor's node embedded (node id -> items)."""
     import ray
 
     with ray_connection(config.ray):
+        ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         dataset = ray.data.read_parquet(str(items_path)).select_columns(["item_id", "text"])
         blocks = max(1, min(num_items // config.embed.batch_size + 1, 4 * config.embed.concurrency))
         embedded = dataset.repartition(blocks).map_batches(
-            SentenceEmbedder,
+            NodeNamingEmbedder,
             fn_constructor_kwargs={
                 "model": config.embed.model,
                 "device": config.embed.device,
@@ -94,16 +115,17 @@ def embed_with_ray(config: JobConfig, items_path: Path, num_items: int) -> np.nd
             batch_size=config.embed.batch_size,
             batch_format="numpy",
         )
-        ids, vectors = [], []
+        ids, vectors, nodes = [], [], NodeTally()
         for batch in embedded.iter_batches(batch_format="numpy", batch_size=None):
             ids.append(batch["item_id"])
             vectors.append(np.stack(batch["embedding"]).astype(np.float32))
+            nodes.add("embed", batch["node"].tolist())
     item_ids = np.concatenate(ids)
     if not np.array_equal(np.sort(item_ids), np.arange(num_items)):
         raise ArtifactError(f"the embedding job returned {len(item_ids)} rows for {num_items}")
     out = np.empty((num_items, vectors[0].shape[1]), dtype=np.float32)
     out[item_ids] = np.concatenate(vectors)
-    return out
+    return out, nodes.as_dict().get("embed", {})
 
 
 def write_embeddings(path: Path, embeddings: np.ndarray, metadata: dict[str, Any]) -> None:
@@ -145,7 +167,7 @@ def run_embed(config: JobConfig) -> dict[str, Any]:
         return {**summary, "cached": True, "dim": int(vectors.shape[1])}
 
     started = time.perf_counter()
-    vectors = embed_with_ray(config, paths.items, len(item_ids))
+    vectors, actor_nodes = embed_with_ray(config, paths.items, len(item_ids))
     embed_seconds = time.perf_counter() - started
     raw_dim = int(vectors.shape[1])
     if train_ids is not None:
@@ -172,4 +194,5 @@ def run_embed(config: JobConfig) -> dict[str, Any]:
         "raw_dim": raw_dim,
         "embed_seconds": embed_seconds,
         "items_per_second": len(item_ids) / max(embed_seconds, 1e-9),
+        "actor_nodes": actor_nodes,
     }

@@ -114,6 +114,18 @@ def use_environment_ninja() -> None:
         os.environ["PATH"] = os.pathsep.join([str(bin_dir), path]) if path else str(bin_dir)
 
 
+def use_environment_build_root() -> None:
+    """Build the ops in this virtual environment's own folder (`<venv>/torch_extensions`)
+    unless TORCH_EXTENSIONS_DIR is set.
+
+    torch's default, ~/.cache/torch_extensions, is one folder per user: the build commands name
+    the environment's torch and deepspeed paths, so two checkouts with their own environments
+    on one machine rebuilt the op (one to three minutes, under the build lock) each time the
+    other had built it last."""
+    if sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+
+
 def load_deepspeed_ops(timeout: float = BUILD_WAIT_SECONDS) -> list[str]:
     """Build or load the ops `deepspeed.initialize` JIT-loads on this accelerator (the CPU
     shared-memory allreduce) under :func:`build_lock`; returns the names loaded."""
@@ -122,6 +134,7 @@ def load_deepspeed_ops(timeout: float = BUILD_WAIT_SECONDS) -> list[str]:
     from torch.utils.cpp_extension import _get_build_directory
 
     use_environment_ninja()
+    use_environment_build_root()
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
     if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
         return []
