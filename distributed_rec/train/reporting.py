@@ -90,30 +90,29 @@ class Reporter:
             )
 
     def validation(self, step: int, metrics: dict[str, float], best: float) -> None:
-        if not self.is_main:
-            return
-        for name, value in metrics.items():
-            self.writer.add_scalar(f"valid/{name}", value, step)
-        self.writer.add_scalar("valid/best", best, step)
-        self.writer.flush()
-        line = f"validation at step {step}: " + ", ".join(
-            f"{k}={v:.4f}" for k, v in sorted(metrics.items())
-        )
-        if self.bar.disable:
-            log.info("%s", line)
-        else:
-            self.bar.write(line)
+        if self.is_main:
+            self._metrics("valid", f"validation at step {step}", step, metrics, best)
 
     def test_report(self, step: int, metrics: dict[str, float]) -> None:
         """Test metrics reported beside a validation (train.report_test), never selected on."""
-        if not self.is_main:
-            return
+        if self.is_main:
+            self._metrics("test", f"test (reported, not selected on) at step {step}", step, metrics)
+
+    def _metrics(
+        self,
+        prefix: str,
+        title: str,
+        step: int,
+        metrics: dict[str, float],
+        best: float | None = None,
+    ) -> None:
+        """TensorBoard scalars <prefix>/<metric> (and <prefix>/best), then one log line."""
         for name, value in metrics.items():
-            self.writer.add_scalar(f"test/{name}", value, step)
+            self.writer.add_scalar(f"{prefix}/{name}", value, step)
+        if best is not None:
+            self.writer.add_scalar(f"{prefix}/best", best, step)
         self.writer.flush()
-        line = f"test (reported, not selected on) at step {step}: " + ", ".join(
-            f"{k}={v:.4f}" for k, v in sorted(metrics.items())
-        )
+        line = f"{title}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         if self.bar.disable:
             log.info("%s", line)
         else:
