@@ -382,6 +382,10 @@ class DecodeConfig:
     w on the validation split (NDCG@K over `hybrid_grid` steps of 0..1) and applies it to test."""
     hybrid_grid: int = 20
     """Hybrid ranking: w is chosen among 0, 1/n, ..., 1."""
+    valid_ranking: str = "auto"
+    """Ranking mode that validation during training decodes and selects the best epoch on:
+    'auto' (= decode.ranking) or one of RANKINGS. 'dense' needs no beam search (one forward pass
+    per user), so selection costs little while the test decode stays hybrid."""
     cache_history: Switch = Switch("auto")
     """Compute a user's history once and let every beam and step attend to its cached keys and
     values. 'auto': wherever exact (model.attention inter_item_causal or causal, where the
@@ -391,6 +395,7 @@ class DecodeConfig:
         _check_choice("decode.cache_history", self.cache_history, SWITCH_VALUES)
         _check_choice("decode.order", self.order, DECODE_ORDERS)
         _check_choice("decode.ranking", self.ranking, RANKINGS)
+        _check_choice("decode.valid_ranking", self.valid_ranking, ("auto", *RANKINGS))
         _check_positive("decode.dense_candidates", self.dense_candidates, allow_zero=True)
         _check_positive("decode.hybrid_grid", self.hybrid_grid)
         if self.hybrid_weight > 1:
@@ -511,11 +516,14 @@ class JobConfig:
                 f"{' or '.join(HISTORY_CACHE_ATTENTION)} (got {attention!r}: the history attends "
                 "the target); set it to auto or false"
             )
-        if self.decode.ranking != "generative" and self.model.dense_loss_weight == 0:
-            raise ConfigError(
-                f"decode.ranking={self.decode.ranking!r} needs the dense head: "
-                "set model.dense_loss_weight > 0"
-            )
+        for key, ranking in (
+            ("decode.ranking", self.decode.ranking),
+            ("decode.valid_ranking", self.validation_ranking),
+        ):
+            if ranking != "generative" and self.model.dense_loss_weight == 0:
+                raise ConfigError(
+                    f"{key}={ranking!r} needs the dense head: set model.dense_loss_weight > 0"
+                )
         if self.tokenize.num_heads % self.decode.steps:
             raise ConfigError(
                 f"decode.steps={self.decode.steps} must divide "
@@ -529,6 +537,13 @@ class JobConfig:
     def whole_sequence_training(self) -> bool:
         """train.whole_sequence resolved against model.attention."""
         return _switch_on(self.train.whole_sequence, self.model.attention, WHOLE_SEQUENCE_ATTENTION)
+
+    @property
+    def validation_ranking(self) -> str:
+        """decode.valid_ranking resolved: the mode validation during training decodes."""
+        if self.decode.valid_ranking == "auto":
+            return self.decode.ranking
+        return self.decode.valid_ranking
 
     @property
     def cached_decoding(self) -> bool:

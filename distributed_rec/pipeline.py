@@ -44,6 +44,12 @@ STAGE_CONFIG_KEYS = {
         "model",
         "train",
         "decode.valid_beam_size",
+        # validation's ranking mode selects the best epoch
+        "decode.ranking",
+        "decode.valid_ranking",
+        "decode.dense_candidates",
+        "decode.hybrid_weight",
+        "decode.hybrid_grid",
         "decode.exclude_history",
         "decode.cache_history",
         "data.max_history",

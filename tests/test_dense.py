@@ -324,3 +324,11 @@ def test_dense_ranking_needs_the_dense_head():
         load_config(None, ["--decode.ranking=hybrid"])
     with pytest.raises(ConfigError, match="hybrid_weight"):
         load_config(None, ["--decode.hybrid_weight=1.5"])
+    with pytest.raises(ConfigError, match="decode.valid_ranking='dense' needs the dense head"):
+        load_config(None, ["--decode.valid_ranking=dense"])
+    with pytest.raises(ConfigError, match="decode.valid_ranking"):
+        load_config(None, ["--decode.valid_ranking=greedy"])
+    dense = ["--model.dense_loss_weight=1", "--decode.ranking=hybrid"]
+    assert load_config(None, dense).validation_ranking == "hybrid"
+    chosen = load_config(None, [*dense, "--decode.valid_ranking=dense"])
+    assert chosen.validation_ranking == "dense" and chosen.decode.ranking == "hybrid"

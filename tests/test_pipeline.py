@@ -76,6 +76,15 @@ def test_stage_key_ignores_keys_without_effect(tmp_path):
     other_lr = load_config(None, [f"--run_dir={tmp_path}", "--train.lr=0.5"])
     assert pipeline.stage_key("train", base) == pipeline.stage_key("train", resumed)
     assert pipeline.stage_key("train", base) != pipeline.stage_key("train", other_lr)
+    # the validation ranking selects the best epoch, so it is part of the train stage's key
+    dense = [f"--run_dir={tmp_path}", "--model.dense_loss_weight=1"]
+    by_mode = {
+        mode: pipeline.stage_key("train", load_config(None, [*dense, f"--decode.ranking={mode}"]))
+        for mode in ("generative", "dense", "hybrid")
+    }
+    assert len(set(by_mode.values())) == 3
+    pinned = load_config(None, [*dense, "--decode.ranking=hybrid", "--decode.valid_ranking=dense"])
+    assert pipeline.stage_key("train", pinned) != by_mode["hybrid"]
 
 
 def test_dense_head_makes_the_embeddings_an_input_of_train_and_evaluate(tmp_path):

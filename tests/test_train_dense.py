@@ -89,6 +89,26 @@ def test_reported_test_metrics_and_their_rank_correlation(tmp_path):
     assert {"test/ndcg@10", "valid/dense/ndcg@10"} <= set(events.Tags()["scalars"])
 
 
+@pytest.mark.timeout(180)
+def test_validation_decodes_valid_ranking_not_the_test_ranking(tmp_path):
+    paths = dense_run(tmp_path)
+    config = tiny_config(
+        paths.root,
+        *DENSE,
+        "--decode.ranking=hybrid",
+        "--decode.valid_ranking=dense",
+        "--train.max_epochs=2",
+        "--train.eval_every_epochs=1",
+    )
+    assert config.validation_ranking == "dense"
+    summary = train_worker(config)
+    for entry in summary["validation_history"]:
+        # dense validation: the dense lists only, no beam search and no weight to choose
+        assert "hybrid_weight" not in entry["valid"]
+        assert not any("/" in key for key in entry["valid"])
+        assert "ndcg@10" in entry["valid"]
+
+
 def test_spearman_on_hand_computed_cases():
     assert average_ranks([0.3, 0.1, 0.3, 0.2]).tolist() == [3.5, 1.0, 3.5, 2.0]
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)

@@ -37,7 +37,7 @@ def validate(
     device: str = "cpu",
     index: Any = None,
 ) -> dict[str, float]:
-    """Ranking metrics (recall@k, ndcg@k) of the top-k lists of `decode.ranking` on the given
+    """Ranking metrics (recall@k, ndcg@k) of the top-k lists of `decode.valid_ranking` on the given
     users. With the dense head and generative or hybrid ranking also "generative/<metric>" and
     "dense/<metric>", and for hybrid ranking "hybrid_weight" (`decode.hybrid_weight`, or the
     best on these users when < 0); dense ranking decodes the dense lists only."""
@@ -47,6 +47,7 @@ def validate(
     from distributed_rec.evaluate.modes import choose_weight
 
     decode = config.decode
+    ranking = config.validation_ranking
     search = {
         "beam_size": decode.valid_beam_size,
         "steps": decode.steps,
@@ -71,12 +72,12 @@ def validate(
             table,
             dense_candidates=decode.dense_candidates,
             cached=config.cached_decoding,
-            dense_only=decode.ranking == "dense",
+            dense_only=ranking == "dense",
             **search,
         )
     finally:
         model.train(was_training)
-    if decode.ranking == "dense":  # no beam search: validation costs one pass per user
+    if ranking == "dense":  # no beam search: validation costs one pass per user
         metrics = ranking_metrics(out.dense_UK, targets)
         return {key: float(value) for key, value in metrics.items()}
     modes = {
@@ -84,7 +85,7 @@ def validate(
         "dense": ranking_metrics(out.dense_UK, targets),
     }
     result: dict[str, float] = {}
-    if decode.ranking == "hybrid":
+    if ranking == "hybrid":
         columns = {
             "candidates": out.candidates_UC,
             "generative_scores": out.generative_UC,
@@ -98,7 +99,7 @@ def validate(
         )
         modes["hybrid"] = ranking_metrics(ranked, targets)
         result["hybrid_weight"] = float(weight)
-    result.update({key: float(value) for key, value in modes[decode.ranking].items()})
+    result.update({key: float(value) for key, value in modes[ranking].items()})
     for mode in ("generative", "dense"):
         result.update({f"{mode}/{key}": float(value) for key, value in modes[mode].items()})
     return result
