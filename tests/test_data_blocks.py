@@ -19,7 +19,7 @@ from distributed_rec.data.cleaning import clean
 from distributed_rec.data.files import iter_block_lines
 from distributed_rec.data.issues import Issues
 from distributed_rec.data.items import drop_missing_metadata, unique_metadata
-from distributed_rec.data.jsonl import parse_review_block
+from distributed_rec.data.jsonl import content_lines, parse_review_block
 from distributed_rec.data.prepare import run_prepare
 from distributed_rec.data.readers import read_dataset
 from distributed_rec.data.readers.amazon2023 import review_rows
@@ -60,6 +60,21 @@ def test_line_blocks_cover_the_file_on_line_boundaries(tmp_path):
     for before, after in zip(planned, planned[1:], strict=False):
         assert before.end == after.start and data[before.end - 1 : before.end] == b"\n"
         assert after.first_line == before.first_line + data.count(b"\n", before.start, before.end)
+
+
+def test_content_lines_equal_the_line_by_line_definition():
+    def by_line(data: bytes, first: int) -> list[int]:
+        lines = data.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        return [first + i for i, line in enumerate(lines) if line.strip()]
+
+    assert content_lines(b'{"a": 1}\n\n \t\n {"b": 2}\r\n\x0c\nend', 7).tolist() == [7, 10, 12]
+    rng = np.random.default_rng(0)
+    alphabet = [b"x", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"{", b"\xc3"]
+    for _ in range(3000):
+        data = b"".join(alphabet[i] for i in rng.integers(0, len(alphabet), rng.integers(0, 24)))
+        assert content_lines(data, 3).tolist() == by_line(data, 3), data
 
 
 @pytest.mark.parametrize("errors", ["strict", "lenient"])
