@@ -96,6 +96,40 @@ def test_fast_parser_equals_the_exact_one(tmp_path, errors):
     assert fast.num_rows == 17 and fast_issues.as_dict() == {"malformed_json": 1}
 
 
+def _in_process(fn, calls):
+    return [fn(*args) for args in calls]
+
+
+@pytest.mark.parametrize("errors", ["strict", "lenient"])
+def test_metadata_blocks_equal_the_line_by_line_reader(tmp_path, monkeypatch, errors):
+    from distributed_rec.data.readers.amazon2023 import read_metadata
+
+    records: list[object] = [
+        {"parent_asin": f"i{n}", "title": f"Item {n}", "features": ["a", n], "details": {"n": n}}
+        for n in range(400)
+    ]
+    records[5] = ""
+    records[150] = {"title": "no id"}
+    records[260] = '{"parent_asin": "i260", "title": "x", "title": "y"}'
+    path = write_jsonl(tmp_path / "meta_Home.jsonl", records)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
+    assert len(blocks.line_blocks(path, blocks.BLOCK_BYTES)) > 10
+    if errors == "strict":
+        with pytest.raises(DataError) as err:
+            blocks.read_metadata_blocks(path, errors, _in_process)
+        assert (err.value.line, err.value.problem) == (151, "missing field 'parent_asin'")
+        return
+    items, issues = blocks.read_metadata_blocks(path, errors, _in_process)
+    expected, _, expected_issues = read_metadata(tmp_path, "Home", errors)
+    assert items.equals(expected) and items.num_rows == 397
+    assert issues.as_dict() == expected_issues.as_dict() == {"duplicate_key": 1, "missing_field": 1}
+    assert issues.first == expected_issues.first
+    (tmp_path / "empty").mkdir()
+    empty = write_jsonl(tmp_path / "empty" / "meta_Home.jsonl", ["", "  "])
+    with pytest.raises(DataError, match="file is empty"):
+        blocks.read_metadata_blocks(empty, errors, _in_process)
+
+
 def _prepare(run_dir: Path, *args: str) -> dict:
     run_prepare(load_config(None, [f"--run_dir={run_dir}", *args]))
     return json.loads((run_dir / "prepare" / "stats.json").read_text())
