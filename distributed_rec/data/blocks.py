@@ -4,7 +4,7 @@ validated rows partitioned by user shard.
 A block is a line-aligned byte range of a JSON-lines review file (read in parallel), a whole
 `.jsonl.gz` (streamed in line-aligned chunks), a range of synthetic user chunks, or, for the
 small formats (LC-Rec, MovieLens, the generic table, the benchmark CSVs), the format's whole
-reader. A block task writes `rows/<shard>/<block>-<part>.parquet` with columns user, item (as
+reader. A block task writes `rows/<shard>/<block>-<part>.arrow` with columns user, item (as
 read), timestamp int64, line int64 (physical source line, -1 where lines mean nothing), source
 int32 (input file, several-file formats only) and order int64 = block << 40 | row, the input
 order that breaks timestamp ties. Problems are counted in the block's Issues (lenient) or
@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from distributed_rec.config import DataConfig
 from distributed_rec.data.files import choose_name, data_root, find_by_suffix, iter_block_lines
@@ -31,6 +30,7 @@ from distributed_rec.data.issues import Issues
 from distributed_rec.data.jsonl import parse_review_block
 from distributed_rec.data.raw import validate_interactions
 from distributed_rec.data.sharding import user_shards
+from distributed_rec.data.work_files import SUFFIX, write_work_table
 from distributed_rec.errors import DataError
 
 BLOCK_BYTES = 64 << 20
@@ -242,7 +242,7 @@ def write_rows(table: pa.Table, work: Path, block: int, part: int, num_shards: i
         folder = work / "rows" / f"{shard:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         piece = table.slice(bounds[shard], counts[shard])
-        pq.write_table(piece, folder / f"{block:06d}-{part:05d}.parquet")
+        write_work_table(piece, folder / f"{block:06d}-{part:05d}{SUFFIX}")
 
 
 def _with_order(table: pa.Table, block: int, first_row: int) -> pa.Table:
