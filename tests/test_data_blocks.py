@@ -19,7 +19,7 @@ from distributed_rec.data.cleaning import clean
 from distributed_rec.data.files import iter_block_lines
 from distributed_rec.data.issues import Issues
 from distributed_rec.data.items import drop_missing_metadata, unique_metadata
-from distributed_rec.data.jsonl import parse_review_block
+from distributed_rec.data.jsonl import content_lines, parse_review_block
 from distributed_rec.data.prepare import run_prepare
 from distributed_rec.data.readers import read_dataset
 from distributed_rec.data.readers.amazon2023 import review_rows
@@ -62,6 +62,21 @@ def test_line_blocks_cover_the_file_on_line_boundaries(tmp_path):
         assert after.first_line == before.first_line + data.count(b"\n", before.start, before.end)
 
 
+def test_content_lines_equal_the_line_by_line_definition():
+    def by_line(data: bytes, first: int) -> list[int]:
+        lines = data.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        return [first + i for i, line in enumerate(lines) if line.strip()]
+
+    assert content_lines(b'{"a": 1}\n\n \t\n {"b": 2}\r\n\x0c\nend', 7).tolist() == [7, 10, 12]
+    rng = np.random.default_rng(0)
+    alphabet = [b"x", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"{", b"\xc3"]
+    for _ in range(3000):
+        data = b"".join(alphabet[i] for i in rng.integers(0, len(alphabet), rng.integers(0, 24)))
+        assert content_lines(data, 3).tolist() == by_line(data, 3), data
+
+
 @pytest.mark.parametrize("errors", ["strict", "lenient"])
 def test_fast_parser_equals_the_exact_one(tmp_path, errors):
     path = write_jsonl(tmp_path / "Home.jsonl", [*review_records(), "", "  ", *review_records()])
@@ -79,6 +94,40 @@ def test_fast_parser_equals_the_exact_one(tmp_path, errors):
     fast_issues = Issues(errors)
     fast = parse_review_block(path, bad, 1, fast_issues)
     assert fast.num_rows == 17 and fast_issues.as_dict() == {"malformed_json": 1}
+
+
+def _in_process(fn, calls):
+    return [fn(*args) for args in calls]
+
+
+@pytest.mark.parametrize("errors", ["strict", "lenient"])
+def test_metadata_blocks_equal_the_line_by_line_reader(tmp_path, monkeypatch, errors):
+    from distributed_rec.data.readers.amazon2023 import read_metadata
+
+    records: list[object] = [
+        {"parent_asin": f"i{n}", "title": f"Item {n}", "features": ["a", n], "details": {"n": n}}
+        for n in range(400)
+    ]
+    records[5] = ""
+    records[150] = {"title": "no id"}
+    records[260] = '{"parent_asin": "i260", "title": "x", "title": "y"}'
+    path = write_jsonl(tmp_path / "meta_Home.jsonl", records)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
+    assert len(blocks.line_blocks(path, blocks.BLOCK_BYTES)) > 10
+    if errors == "strict":
+        with pytest.raises(DataError) as err:
+            blocks.read_metadata_blocks(path, errors, _in_process)
+        assert (err.value.line, err.value.problem) == (151, "missing field 'parent_asin'")
+        return
+    items, issues = blocks.read_metadata_blocks(path, errors, _in_process)
+    expected, _, expected_issues = read_metadata(tmp_path, "Home", errors)
+    assert items.equals(expected) and items.num_rows == 397
+    assert issues.as_dict() == expected_issues.as_dict() == {"duplicate_key": 1, "missing_field": 1}
+    assert issues.first == expected_issues.first
+    (tmp_path / "empty").mkdir()
+    empty = write_jsonl(tmp_path / "empty" / "meta_Home.jsonl", ["", "  "])
+    with pytest.raises(DataError, match="file is empty"):
+        blocks.read_metadata_blocks(empty, errors, _in_process)
 
 
 def _prepare(run_dir: Path, *args: str) -> dict:

@@ -4,7 +4,7 @@ validated rows partitioned by user shard.
 A block is a line-aligned byte range of a JSON-lines review file (read in parallel), a whole
 `.jsonl.gz` (streamed in line-aligned chunks), a range of synthetic user chunks, or, for the
 small formats (LC-Rec, MovieLens, the generic table, the benchmark CSVs), the format's whole
-reader. A block task writes `rows/<shard>/<block>-<part>.parquet` with columns user, item (as
+reader. A block task writes `rows/<shard>/<block>-<part>.arrow` with columns user, item (as
 read), timestamp int64, line int64 (physical source line, -1 where lines mean nothing), source
 int32 (input file, several-file formats only) and order int64 = block << 40 | row, the input
 order that breaks timestamp ties. Problems are counted in the block's Issues (lenient) or
@@ -18,18 +18,19 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from distributed_rec.config import DataConfig
-from distributed_rec.data.files import choose_name, data_root, find_by_suffix
+from distributed_rec.data.files import choose_name, data_root, find_by_suffix, iter_block_lines
 from distributed_rec.data.issues import Issues
 from distributed_rec.data.jsonl import parse_review_block
 from distributed_rec.data.raw import validate_interactions
 from distributed_rec.data.sharding import user_shards
+from distributed_rec.data.work_files import SUFFIX, write_work_table
 from distributed_rec.errors import DataError
 
 BLOCK_BYTES = 64 << 20
@@ -39,6 +40,8 @@ ORDER_SHIFT = 40
 """order = block << ORDER_SHIFT | row: up to 2^40 rows per block, 2^23 blocks."""
 _JSONL = (".jsonl", ".jsonl.gz")
 CountNewlines = Callable[[list[tuple[str, int, int]]], list[int]]
+RunTasks = Callable[[Callable[..., Any], list[tuple]], list]
+"""Maps a function over argument tuples, results in order (e.g. as Ray tasks)."""
 
 
 @dataclass(frozen=True)
@@ -158,17 +161,69 @@ def plan_blocks(config: DataConfig, count: CountNewlines | None = None) -> list[
     return [Block(0, "reader")]
 
 
-def read_inputs(config: DataConfig) -> Inputs:
-    """The item metadata of the formats whose blocks read interactions only."""
+@dataclass
+class MetadataBlock:
+    """What a metadata block task returns: the block's items (None after an error), whether it
+    held any non-blank line, its counted skips, or the error that stopped it."""
+
+    items: pa.Table | None
+    any_lines: bool
+    issues: Issues
+    error: tuple[str, str, int | None] | None = None
+
+
+def read_metadata_block(
+    path: str, start: int, end: int, first_line: int, errors: str
+) -> MetadataBlock:
+    """Ray task: the metadata records of bytes start..end of `path` (whole lines from line
+    `first_line`), parsed as the line-by-line reader does."""
+    from distributed_rec.data.readers.amazon2023 import metadata_rows
+
+    issues = Issues(errors)
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    try:
+        lines = list(iter_block_lines(Path(path), data, first_line))
+        items = metadata_rows(Path(path), issues, iter(lines))
+    except DataError as err:
+        return MetadataBlock(None, True, issues, (err.path, err.problem, err.line))
+    return MetadataBlock(items, bool(lines), issues)
+
+
+def read_metadata_blocks(path: Path, errors: str, run: RunTasks) -> tuple[pa.Table, Issues]:
+    """The metadata file `path` (plain JSON lines) read by block tasks through `run`; the
+    same table and counted skips as the line-by-line reader, the first error in file order."""
+    planned = line_blocks(path, BLOCK_BYTES, lambda ranges: run(count_newlines, ranges))
+    calls = [(b.path, b.start, b.end, b.first_line, errors) for b in planned]
+    results: list[MetadataBlock] = run(read_metadata_block, calls)
+    for result in results:
+        if result.error is not None:
+            raise DataError(*result.error)
+    if not any(r.any_lines for r in results):
+        raise DataError(path, "file is empty")
+    issues = Issues(errors)
+    for result in results:
+        issues.merge(result.issues)
+    return pa.concat_tables([r.items for r in results if r.items is not None]), issues
+
+
+def read_inputs(config: DataConfig, run: RunTasks | None = None) -> Inputs:
+    """The item metadata of the formats whose blocks read interactions only; a plain JSON-lines
+    metadata file is read by block tasks through `run` (e.g. Ray tasks) when given."""
     if config.format == "synthetic":
         from distributed_rec.data.readers.synthetic import generate_items
 
         source = Path("<synthetic>")
         return Inputs(generate_items(config), source, source, Issues("strict"))
-    from distributed_rec.data.readers.amazon2023 import ALIASES, read_metadata
+    from distributed_rec.data.readers.amazon2023 import ALIASES, metadata_file, read_metadata
 
     path, name = _review_file(config)
-    items, meta_path, meta_issues = read_metadata(path.parent, name, config.errors)
+    meta_path = metadata_file(path.parent, name)
+    if run is None or meta_path.suffix == ".gz":
+        items, meta_path, meta_issues = read_metadata(path.parent, name, config.errors)
+    else:
+        items, meta_issues = read_metadata_blocks(meta_path, config.errors, run)
     return Inputs(items, path, meta_path, meta_issues, dict(ALIASES))
 
 
@@ -187,7 +242,7 @@ def write_rows(table: pa.Table, work: Path, block: int, part: int, num_shards: i
         folder = work / "rows" / f"{shard:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         piece = table.slice(bounds[shard], counts[shard])
-        pq.write_table(piece, folder / f"{block:06d}-{part:05d}.parquet")
+        write_work_table(piece, folder / f"{block:06d}-{part:05d}{SUFFIX}")
 
 
 def _with_order(table: pa.Table, block: int, first_row: int) -> pa.Table:

@@ -5,8 +5,8 @@ k-core and the split are shard-local; only item counts cross shards, summed by t
 
 1. :func:`load_shard`: item metadata check (counted, the first absent row remembered), time
    order (timestamp, then input order), duplicate (user, item) removal keeping the first; the
-   result is saved as `state/<shard>.parquet` (user: local index, item: metadata row,
-   timestamp) and `state/<shard>.users.parquet` (raw ids of the local users).
+   result is saved as `state/<shard>.arrow` (user: local index, item: metadata row,
+   timestamp) and `state/<shard>.users.arrow` (raw ids of the local users).
 2. :func:`kcore_round`: given the items still alive, drop users below k until none is left,
    and count the remaining events per item. The driver repeats it to the fixed point.
 3. :func:`kept_users` then :func:`write_shard`: the kept users' raw ids (the driver orders them
@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from distributed_rec.data.cleaning import digit_ids
 from distributed_rec.data.sharding import INTERACTION_SCHEMA, write_shard_files
 from distributed_rec.data.split import SAMPLE_SCHEMA, eval_split
+from distributed_rec.data.work_files import SUFFIX, read_work_table, write_work_table
 
 EVAL_ROW_GROUP = 1 << 16
 """Rows per row group of a shard's valid/test rows, so a merge reads only the users it needs."""
@@ -85,12 +86,15 @@ class ShardLoad:
 
 
 def _state(work: Path, shard: int) -> tuple[Path, Path]:
-    return work / "state" / f"{shard:05d}.parquet", work / "state" / f"{shard:05d}.users.parquet"
+    folder = work / "state"
+    return folder / f"{shard:05d}{SUFFIX}", folder / f"{shard:05d}.users{SUFFIX}"
 
 
 def _read_rows(work: Path, shard: int) -> pa.Table | None:
-    files = sorted((work / "rows" / f"{shard:05d}").glob("*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]).combine_chunks() if files else None
+    files = sorted((work / "rows" / f"{shard:05d}").glob(f"*{SUFFIX}"))
+    if not files:
+        return None
+    return pa.concat_tables([read_work_table(f) for f in files]).combine_chunks()
 
 
 def load_shard(shard: int, work: str, meta_ids: pa.Array) -> ShardLoad:
@@ -134,13 +138,13 @@ def load_shard(shard: int, work: str, meta_ids: pa.Array) -> ShardLoad:
     first.sort()
     user, item, stamp = user[first], item[first], stamp[first]
     state, users_file = _state(root, shard)
-    pq.write_table(
+    write_work_table(
         pa.table(
             {"user": user.astype(np.int32), "item": item.astype(np.int32), "timestamp": stamp}
         ),
         state,
     )
-    pq.write_table(pa.table({"user": users_u}), users_file)
+    write_work_table(pa.table({"user": users_u}), users_file)
     return ShardLoad(
         shard,
         table.num_rows + absent_rows,
@@ -171,7 +175,7 @@ def _load_state(work: Path, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     state, _ = _state(work, shard)
     if not state.exists():
         return None
-    table = pq.read_table(state)
+    table = read_work_table(state)
     return (
         table["user"].to_numpy().astype(np.int64),
         table["item"].to_numpy().astype(np.int64),
@@ -196,7 +200,7 @@ def kept_users(shard: int, work: str, alive: np.ndarray, k: int) -> pa.Array | N
     user, item, _ = loaded
     keep = _kept(user, item, alive, k)
     local = np.unique(user[keep])
-    raw = pq.read_table(_state(Path(work), shard)[1])["user"].combine_chunks()
+    raw = read_work_table(_state(Path(work), shard)[1])["user"].combine_chunks()
     return raw.take(pa.array(local))
 
 
@@ -230,7 +234,7 @@ def write_shard(
         order = np.argsort(dense_row, kind="stable")  # rows of a user stay in time order
         dense_row, stamp = dense_row[order], stamp[keep][order]
         item = item_dense[item[keep][order]]
-        raw = pq.read_table(_state(root, shard)[1])["user"].combine_chunks()
+        raw = read_work_table(_state(root, shard)[1])["user"].combine_chunks()
         raw_row = pc.cast(raw.take(pa.array(local[position[order]])), pa.string())
         starts = np.searchsorted(dense_row, dense_row, side="left")
         seq = (np.arange(len(dense_row)) - starts).astype(np.int32)

@@ -25,13 +25,29 @@ _BOM = b"\xef\xbb\xbf"
 _FIELDS = {"user_id": "user", "parent_asin": "item", "timestamp": "timestamp"}
 
 
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True
+"""The bytes bytes.strip() removes."""
+
+
 def content_lines(data: bytes, first_line: int) -> np.ndarray:
     """int64: physical line numbers of the lines of `data` holding a byte other than ASCII
-    whitespace (`data` is whole lines starting at line `first_line`)."""
-    lines = data.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    return np.flatnonzero([bool(line.strip()) for line in lines]).astype(np.int64) + first_line
+    whitespace (`data` is whole lines starting at line `first_line`).
+
+    A line whose first byte is not whitespace holds content; only the others (rare in real
+    files) are looked at whole."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buffer == ord("\n"))
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [len(data)]])
+    if len(data) and data.endswith(b"\n"):
+        starts, ends = starts[:-1], ends[:-1]
+    nonempty = ends > starts
+    content = nonempty.copy()
+    content[nonempty] = ~_WHITESPACE[buffer[starts[nonempty]]]
+    for index in np.flatnonzero(nonempty & ~content):
+        content[index] = bool(data[starts[index] : ends[index]].strip())
+    return np.flatnonzero(content).astype(np.int64) + first_line
 
 
 def _arrow_rows(data: bytes, lines: np.ndarray) -> pa.Table | None:

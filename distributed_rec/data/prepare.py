@@ -92,7 +92,7 @@ def _read(
     if inputs is None:
         if rows == 0 and issues.total == 0:
             raise DataError(blocks[0].path, "file is empty")
-        inputs = read_inputs(data)
+        inputs = read_inputs(data, lambda fn, calls: run_tasks(fn, calls, nodes=nodes))
     return results, issues, rows, inputs
 
 

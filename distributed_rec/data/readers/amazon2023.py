@@ -30,14 +30,22 @@ REVIEW_FIELDS = ("user_id", "parent_asin", "timestamp")
 _JSONL = (".jsonl", ".jsonl.gz")
 
 
-def read_metadata(root: Path, name: str, errors: str) -> tuple[pa.Table, Path, Issues]:
+def metadata_file(root: Path, name: str) -> Path:
+    """meta_<name>.jsonl[.gz] in `root`."""
     found = find_by_suffix(root, _JSONL, prefix="meta_")
     if name not in found:
         raise DataError(root, f"no metadata file meta_{name}.jsonl[.gz] for the reviews of {name}")
-    path, issues = found[name], Issues(errors)
+    return found[name]
+
+
+def metadata_rows(
+    path: Path, issues: Issues, lines_in: Iterator[tuple[int, str]] | None = None
+) -> pa.Table:
+    """item (parent_asin) and the META_FIELDS as text of the metadata records of `path` (or of
+    `lines_in`, some of its lines), in file order; problems go to `issues`."""
     ids: list[str] = []
     columns: dict[str, list[str | None]] = {f: [] for f in META_FIELDS}
-    for lineno, record in iter_json_records(path, issues):
+    for lineno, record in iter_json_records(path, issues, lines_in):
         asin = record.get("parent_asin")
         if asin is None or str(asin).strip() == "":
             issues.report("missing_field", path, "missing field 'parent_asin'", lineno)
@@ -45,13 +53,18 @@ def read_metadata(root: Path, name: str, errors: str) -> tuple[pa.Table, Path, I
         ids.append(str(asin))
         for f in META_FIELDS:
             columns[f].append(field_text(record.get(f)))
-    table = pa.table(
+    return pa.table(
         {
             "item": pa.array(ids, pa.string()),
             **{f: pa.array(v, pa.string()) for f, v in columns.items()},
         }
     )
-    return table, path, issues
+
+
+def read_metadata(root: Path, name: str, errors: str) -> tuple[pa.Table, Path, Issues]:
+    """The metadata of the reviews of `name`, read line by line in this process."""
+    path, issues = metadata_file(root, name), Issues(errors)
+    return metadata_rows(path, issues), path, issues
 
 
 def review_rows(
