@@ -34,6 +34,13 @@ def dense_run(root) -> RunPaths:
     return paths
 
 
+def hybrid_config(paths: RunPaths, *overrides: str):
+    """The dense head with hybrid ranking, validated after every epoch."""
+    return tiny_config(
+        paths.root, *DENSE, "--decode.ranking=hybrid", "--train.eval_every_epochs=1", *overrides
+    )
+
+
 def final_weights(paths: RunPaths) -> dict[str, torch.Tensor]:
     tag = json.loads((paths.checkpoints / MARKER).read_text())["tag"]
     state = torch.load(paths.checkpoints / tag / "mp_rank_00_model_states.pt", weights_only=True)
@@ -64,14 +71,7 @@ def test_dense_whole_sequence_training_resumes_exactly(tmp_path):
 @pytest.mark.timeout(180)
 def test_reported_test_metrics_and_their_rank_correlation(tmp_path):
     paths = dense_run(tmp_path)
-    config = tiny_config(
-        paths.root,
-        *DENSE,
-        "--decode.ranking=hybrid",
-        "--train.max_epochs=3",
-        "--train.eval_every_epochs=1",
-        "--train.report_test=true",
-    )
+    config = hybrid_config(paths, "--train.max_epochs=3", "--train.report_test=true")
     summary = train_worker(config)
     history = summary["validation_history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -92,14 +92,7 @@ def test_reported_test_metrics_and_their_rank_correlation(tmp_path):
 @pytest.mark.timeout(180)
 def test_validation_decodes_valid_ranking_not_the_test_ranking(tmp_path):
     paths = dense_run(tmp_path)
-    config = tiny_config(
-        paths.root,
-        *DENSE,
-        "--decode.ranking=hybrid",
-        "--decode.valid_ranking=dense",
-        "--train.max_epochs=2",
-        "--train.eval_every_epochs=1",
-    )
+    config = hybrid_config(paths, "--train.max_epochs=2", "--decode.valid_ranking=dense")
     assert config.validation_ranking == "dense"
     summary = train_worker(config)
     for entry in summary["validation_history"]:
