@@ -216,12 +216,13 @@ def read_inputs(config: DataConfig, run: RunTasks | None = None) -> Inputs:
 
         source = Path("<synthetic>")
         return Inputs(generate_items(config), source, source, Issues("strict"))
-    from distributed_rec.data.readers.amazon2023 import ALIASES, metadata_file, read_metadata
+    from distributed_rec.data.readers.amazon2023 import ALIASES, metadata_file, metadata_rows
 
     path, name = _review_file(config)
     meta_path = metadata_file(path.parent, name)
     if run is None or meta_path.suffix == ".gz":
-        items, meta_path, meta_issues = read_metadata(path.parent, name, config.errors)
+        meta_issues = Issues(config.errors)
+        items = metadata_rows(meta_path, meta_issues)
     else:
         items, meta_issues = read_metadata_blocks(meta_path, config.errors, run)
     return Inputs(items, path, meta_path, meta_issues, dict(ALIASES))

@@ -40,7 +40,7 @@ def content_lines(data: bytes, first_line: int) -> np.ndarray:
     newlines = np.flatnonzero(buffer == ord("\n"))
     starts = np.concatenate([[0], newlines + 1])
     ends = np.concatenate([newlines, [len(data)]])
-    if len(data) and data.endswith(b"\n"):
+    if data.endswith(b"\n"):
         starts, ends = starts[:-1], ends[:-1]
     nonempty = ends > starts
     content = nonempty.copy()
