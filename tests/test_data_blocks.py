@@ -62,7 +62,69 @@ def test_line_blocks_cover_the_file_on_line_boundaries(tmp_path):
         assert after.first_line == before.first_line + data.count(b"\n", before.start, before.end)
 
 
-def test_content_lines_equal_the_line_by_line_definition():
+def test_review_ranges_cover_the_file_and_only_the_first_knows_its_line(tmp_path):
+    path = write_jsonl(tmp_path / "Home.jsonl", review_records())
+    data = path.read_bytes()
+    planned = blocks.review_ranges(path, block_bytes=60)
+    assert len(planned) > 3 and (planned[0].start, planned[-1].end) == (0, len(data))
+    assert [b.first_line for b in planned] == [1] + [0] * (len(planned) - 1)
+    for before, after in zip(planned, planned[1:], strict=False):
+        assert before.end == after.start and data[before.end - 1 : before.end] == b"\n"
+
+
+def _read_in_process(path: Path, block_bytes: int, errors: str, work: Path):
+    """Plan, read and settle the review ranges of `path` in this process."""
+    config = load_config(
+        None, ["--data.format=amazon2023", f"--data.path={path.parent}", f"--data.errors={errors}"]
+    ).data
+    planned = blocks.review_ranges(path, block_bytes)
+    first = [blocks.read_block(b, config, str(work)) for b in planned]
+    settled, shift = blocks.settle_lines(planned, first, config, str(work), _in_process)
+    return planned, first, settled, shift
+
+
+@pytest.mark.parametrize("errors", ["strict", "lenient"])
+def test_provisional_lines_are_settled_to_the_physical_ones(tmp_path, errors):
+    records = review_records([(f"u{i % 7}", f"i{1 + i % 4}", i) for i in range(300)])
+    records[150] = "{broken"  # line 151
+    records.insert(200, "")  # a blank line: the lines after it move by one
+    records[250] = {"user_id": "u1", "parent_asin": "i2"}  # line 251, no timestamp
+    path = write_jsonl(tmp_path / "Home.jsonl", records)
+    planned, first, settled, shift = _read_in_process(path, 2048, errors, tmp_path / "work")
+    assert len(planned) > 5
+    reread = [r.index for r in first if r.reread]
+    if errors == "strict":
+        failed = [r for r in settled if r.error is not None]
+        assert failed[0].error[1].startswith("not valid JSON") and failed[0].error[2] == 151
+        assert failed[1].error[1:] == ("missing field 'timestamp'", 251)
+        assert reread == [r.index for r in failed]
+        return
+    issues = Issues(errors)
+    for result in settled:
+        issues.merge(result.issues)
+    assert issues.as_dict() == {"malformed_json": 1, "missing_field": 1}
+    assert issues.first["malformed_json"].startswith(f"{path}:151: not valid JSON")
+    assert issues.first["missing_field"] == f"{path}:251: missing field 'timestamp'"
+    assert len(reread) == 2 and not any(r.reread for r in settled)
+    assert sum(r.rows for r in settled) == 298
+    # the other blocks' rows carry provisional lines: line + shift is the physical line
+    for block in planned:
+        if block.index in reread:
+            assert shift[block.index] == 0
+            continue
+        for part in (tmp_path / "work" / "rows").glob(f"*/{block.index:06d}-*"):
+            table = pa.ipc.open_file(part).read_all()
+            lines = table["line"].to_numpy() + shift[block.index]
+            for line, user in zip(lines, table["user"].to_pylist(), strict=True):
+                assert json.loads(path.read_text().splitlines()[line - 1])["user_id"] == user
+
+
+@pytest.mark.parametrize("scan_bytes", [1 << 20, 5])
+def test_content_lines_equal_the_line_by_line_definition(monkeypatch, scan_bytes):
+    from distributed_rec.data import jsonl
+
+    monkeypatch.setattr(jsonl, "_SCAN_BYTES", scan_bytes)  # newlines found 5 bytes at a time
+
     def by_line(data: bytes, first: int) -> list[int]:
         lines = data.split(b"\n")
         if lines and not lines[-1]:
@@ -82,9 +144,9 @@ def test_fast_parser_equals_the_exact_one(tmp_path, errors):
     path = write_jsonl(tmp_path / "Home.jsonl", [*review_records(), "", "  ", *review_records()])
     data = path.read_bytes()
     fast_issues, exact_issues = Issues(errors), Issues(errors)
-    fast = parse_review_block(path, data, 1, fast_issues)
+    fast, newlines = parse_review_block(path, data, 1, fast_issues)
     exact = review_rows(path, exact_issues, iter_block_lines(path, data, 1))
-    assert fast.equals(exact) and fast["line"].to_pylist()[-1] == 20
+    assert fast.equals(exact) and fast["line"].to_pylist()[-1] == 20 and newlines == 20
     # a block with a bad line falls back to the exact parser: same rows, same counted skip
     bad = data.replace(b'"u2"', b'"u2', 1)
     if errors == "strict":
@@ -92,8 +154,8 @@ def test_fast_parser_equals_the_exact_one(tmp_path, errors):
             parse_review_block(path, bad, 1, Issues(errors))
         return
     fast_issues = Issues(errors)
-    fast = parse_review_block(path, bad, 1, fast_issues)
-    assert fast.num_rows == 17 and fast_issues.as_dict() == {"malformed_json": 1}
+    fast, newlines = parse_review_block(path, bad, 1, fast_issues)
+    assert newlines == 20 and fast.num_rows == 17 and fast_issues.as_dict() == {"malformed_json": 1}
 
 
 def _in_process(fn, calls):
@@ -223,4 +285,10 @@ def test_strict_error_in_a_later_block_names_its_line(tmp_path, monkeypatch, ray
     assert (err.value.path, err.value.line) == (str(tmp_path / "Home.jsonl"), 1500)
     assert err.value.problem.startswith("not valid JSON")
     assert not (tmp_path / "run" / "prepare").exists()
+    # an item without metadata in a later block: its row's line is shifted to the physical one
+    records[1499] = {"user_id": "u1", "parent_asin": "i77", "timestamp": 1499}
+    write_jsonl(tmp_path / "Home.jsonl", records)
+    with pytest.raises(DataError) as err:
+        run_prepare(load_config(None, [f"--run_dir={tmp_path / 'run'}", *args]))
+    assert err.value.line == 1500 and err.value.problem.startswith("item 'i77' is absent")
     assert not (tmp_path / "run" / "_prepare_work").exists()

@@ -96,3 +96,19 @@ def test_compact_renumbers_in_order():
 
     kept, codes = compact(np.array([7, 2, 7, 4]), 9)
     assert kept.tolist() == [2, 4, 7] and codes.tolist() == [2, 0, 2, 1]
+
+
+def test_time_order_equals_the_three_key_sort():
+    from distributed_rec.data.buckets import time_order
+
+    rng = np.random.default_rng(3)
+    for n, stamps in ((2000, 50), (2000, 10**12), (300, 2**62)):
+        user = rng.integers(0, 40, n)
+        stamp = rng.integers(-stamps, stamps, n)
+        rank = np.sort(rng.choice(10 * n, n, replace=False))  # input order
+        expected = np.lexsort((rank, stamp, user))
+        assert np.array_equal(time_order(user, stamp, rank), expected)
+        shuffled = rng.permutation(n)  # rows not in input order: the general sort
+        got = time_order(user[shuffled], stamp[shuffled], rank[shuffled])
+        assert np.array_equal(got, np.lexsort((rank[shuffled], stamp[shuffled], user[shuffled])))
+    assert time_order(*(np.zeros(0, np.int64),) * 3).tolist() == []

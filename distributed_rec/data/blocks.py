@@ -9,6 +9,13 @@ read), timestamp int64, line int64 (physical source line, -1 where lines mean no
 int32 (input file, several-file formats only) and order int64 = block << 40 | row, the input
 order that breaks timestamp ties. Problems are counted in the block's Issues (lenient) or
 returned as the block's error (strict), so the driver can raise the first one in input order.
+
+The byte ranges of a review file are planned without reading it: a range's first line number is
+known only once the ranges before it have counted their newlines. So a range after the first is
+read once with provisional line numbers (from PROVISIONAL_FIRST_LINE) and returns its newline
+count; the few that reported a skip or an error, where the line number is shown, are read again
+with their true first line (:func:`settle_lines`). The `line` column of the others is offset by
+a per-block shift, which the driver adds where it names such a row (metadata check).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,9 @@ BLOCK_BYTES = 64 << 20
 SYNTHETIC_CHUNKS_PER_BLOCK = 4
 ORDER_SHIFT = 40
 """order = block << ORDER_SHIFT | row: up to 2^40 rows per block, 2^23 blocks."""
+PROVISIONAL_FIRST_LINE = 2
+"""First line number of a review range read before its true one is known (not 1: line 1 is the
+file start, where a byte-order mark is dropped)."""
 _JSONL = (".jsonl", ".jsonl.gz")
 CountNewlines = Callable[[list[tuple[str, int, int]]], list[int]]
 RunTasks = Callable[[Callable[..., Any], list[tuple]], list]
@@ -46,9 +56,9 @@ RunTasks = Callable[[Callable[..., Any], list[tuple]], list]
 
 @dataclass(frozen=True)
 class Block:
-    """One read task: kind 'lines' (bytes start..end of `path`, from line `first_line`),
-    'gzip' (the whole compressed file `path`), 'synthetic' (user chunks start..end) or
-    'reader' (the format's own reader over the whole input)."""
+    """One read task: kind 'lines' (bytes start..end of `path`, from line `first_line`; 0 when
+    not yet known), 'gzip' (the whole compressed file `path`), 'synthetic' (user chunks
+    start..end) or 'reader' (the format's own reader over the whole input)."""
 
     index: int
     kind: str
@@ -88,6 +98,10 @@ class BlockResult:
     """The metadata, read by a 'reader' block."""
     integer_ids: tuple[bool, bool] = (False, False)
     """Whether the user and item columns are integer-typed."""
+    newlines: int = 0
+    """Newlines in a 'lines' block's bytes."""
+    reread: bool = False
+    """Read with provisional line numbers and reported something: to be read again."""
 
 
 def _review_file(config: DataConfig) -> tuple[Path, str]:
@@ -141,9 +155,18 @@ def line_blocks(path: Path, block_bytes: int, count: CountNewlines | None = None
     ]
 
 
-def plan_blocks(config: DataConfig, count: CountNewlines | None = None) -> list[Block]:
-    """The read tasks of the dataset `config` names (at least one); `count` counts newlines
-    of byte ranges (see :func:`line_blocks`)."""
+def review_ranges(path: Path, block_bytes: int) -> list[Block]:
+    """Line-aligned byte ranges of the review file `path`, about `block_bytes` each, their first
+    line numbers not yet known (0) except the first range's (1)."""
+    bounds = _boundaries(path, block_bytes)
+    return [
+        Block(i, "lines", str(path), a, b, 1 if a == 0 else 0)
+        for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False))
+    ]
+
+
+def plan_blocks(config: DataConfig) -> list[Block]:
+    """The read tasks of the dataset `config` names (at least one)."""
     if config.format == "synthetic":
         from distributed_rec.data.readers.synthetic import CHUNK_USERS
 
@@ -157,7 +180,7 @@ def plan_blocks(config: DataConfig, count: CountNewlines | None = None) -> list[
         path, _ = _review_file(config)
         if path.suffix == ".gz":
             return [Block(0, "gzip", str(path))]
-        return line_blocks(path, BLOCK_BYTES, count) or [Block(0, "lines", str(path))]
+        return review_ranges(path, BLOCK_BYTES) or [Block(0, "lines", str(path))]
     return [Block(0, "reader")]
 
 
@@ -208,19 +231,43 @@ def read_metadata_blocks(path: Path, errors: str, run: RunTasks) -> tuple[pa.Tab
     return pa.concat_tables([r.items for r in results if r.items is not None]), issues
 
 
+def _metadata_path(config: DataConfig) -> tuple[Path, Path, str]:
+    """(review file, metadata file, category name) of an amazon2023 dataset."""
+    from distributed_rec.data.readers.amazon2023 import metadata_file
+
+    path, name = _review_file(config)
+    return path, metadata_file(path.parent, name), name
+
+
+def metadata_in_process(config: DataConfig) -> bool:
+    """Whether :func:`read_inputs` reads the metadata of `config` in the calling process
+    (synthetic items; a .gz or single-block metadata file) rather than by block tasks. False
+    for the formats whose reader block reads it, and where the files are missing (the read
+    then names what is missing)."""
+    if config.format == "synthetic":
+        return True
+    if config.format != "amazon2023":
+        return False
+    try:
+        _, meta_path, _ = _metadata_path(config)
+    except DataError:
+        return False
+    return meta_path.suffix == ".gz" or meta_path.stat().st_size <= BLOCK_BYTES
+
+
 def read_inputs(config: DataConfig, run: RunTasks | None = None) -> Inputs:
     """The item metadata of the formats whose blocks read interactions only; a plain JSON-lines
-    metadata file is read by block tasks through `run` (e.g. Ray tasks) when given."""
+    metadata file of more than one block is read by block tasks through `run` (e.g. Ray tasks)
+    when given, a smaller one in this process (it would be one task)."""
     if config.format == "synthetic":
         from distributed_rec.data.readers.synthetic import generate_items
 
         source = Path("<synthetic>")
         return Inputs(generate_items(config), source, source, Issues("strict"))
-    from distributed_rec.data.readers.amazon2023 import ALIASES, metadata_file, metadata_rows
+    from distributed_rec.data.readers.amazon2023 import ALIASES, metadata_rows
 
-    path, name = _review_file(config)
-    meta_path = metadata_file(path.parent, name)
-    if run is None or meta_path.suffix == ".gz":
+    path, meta_path, _ = _metadata_path(config)
+    if run is None or meta_path.suffix == ".gz" or meta_path.stat().st_size <= BLOCK_BYTES:
         meta_issues = Issues(config.errors)
         items = metadata_rows(meta_path, meta_issues)
     else:
@@ -280,9 +327,9 @@ def _gzip_chunks(path: Path, issues: Issues, write: _Writer) -> None:
         data = bytes(buffer[:upto])
         del buffer[:upto]
         if data:
-            table = parse_review_block(path, data, line, issues)
+            table, newlines = parse_review_block(path, data, line, issues)
             write(validate_interactions(table, path, issues))
-            line += data.count(b"\n")
+            line += newlines
 
     with gzip.open(path, "rb") as handle:
         while True:
@@ -320,20 +367,38 @@ def _reader_block(config: DataConfig, write: _Writer) -> tuple[Inputs, Issues]:
     return inputs, raw.issues
 
 
+def _read_range(block: Block, config: DataConfig, write: _Writer) -> BlockResult:
+    """A 'lines' block: its bytes parsed, validated and written; with provisional line
+    numbers (and no warnings logged) when its first line is not known yet."""
+    provisional = block.first_line == 0
+    issues = Issues(config.errors, quiet=provisional)
+    path = Path(block.path)
+    with path.open("rb") as handle:
+        handle.seek(block.start)
+        data = handle.read(block.end - block.start)
+    first_line = block.first_line or PROVISIONAL_FIRST_LINE
+    try:
+        table, newlines = parse_review_block(path, data, first_line, issues)
+        write(validate_interactions(table, path, issues))
+    except DataError as err:
+        error = (err.path, err.problem, err.line)
+        newlines = data.count(b"\n")
+        return BlockResult(block.index, write.rows, issues, error, None, (False, False),
+                           newlines, provisional)  # fmt: skip
+    reread = provisional and issues.total > 0
+    return BlockResult(block.index, write.rows, issues, None, None, write.integer_ids, newlines,
+                       reread)  # fmt: skip
+
+
 def read_block(block: Block, config: DataConfig, work: str) -> BlockResult:
     """Ray task: read, validate and shard one block into `work`/rows."""
-    issues = Issues(config.errors)
     write = _Writer(block.index, Path(work), config.num_shards)
+    if block.kind == "lines":
+        return _read_range(block, config, write)
+    issues = Issues(config.errors)
     inputs = None
     try:
-        if block.kind == "lines":
-            path = Path(block.path)
-            with path.open("rb") as handle:
-                handle.seek(block.start)
-                data = handle.read(block.end - block.start)
-            table = parse_review_block(path, data, block.first_line, issues)
-            write(validate_interactions(table, path, issues))
-        elif block.kind == "gzip":
+        if block.kind == "gzip":
             _gzip_chunks(Path(block.path), issues, write)
         elif block.kind == "synthetic":
             from distributed_rec.data.readers.synthetic import generate_chunks
@@ -346,3 +411,29 @@ def read_block(block: Block, config: DataConfig, work: str) -> BlockResult:
     except DataError as err:
         return BlockResult(block.index, write.rows, issues, (err.path, err.problem, err.line))
     return BlockResult(block.index, write.rows, issues, None, inputs, write.integer_ids)
+
+
+def settle_lines(
+    planned: list[Block], results: list[BlockResult], config: DataConfig, work: str, run: RunTasks
+) -> tuple[list[BlockResult], np.ndarray]:
+    """The results with every reported line number true, and int64 [blocks]: what to add to
+    the `line` column of each block's rows to get the physical line (0 where already true).
+
+    The true first lines follow from the 'lines' blocks' newline counts; the blocks read with
+    provisional lines that reported something are read again through `run` (e.g. Ray tasks),
+    their rows rewritten in place, so their counted skips and errors name the true lines."""
+    shift = np.zeros(len(planned), np.int64)
+    if not planned or planned[0].kind != "lines":
+        return results, shift
+    counts = np.array([r.newlines for r in results], np.int64)
+    first = 1 + np.concatenate([[0], np.cumsum(counts)[:-1]])
+    provisional = np.array([b.first_line == 0 for b in planned])
+    again = np.array([r.reread for r in results])
+    shift[provisional & ~again] = first[provisional & ~again] - PROVISIONAL_FIRST_LINE
+    calls = [
+        (replace(planned[i], first_line=int(first[i])), config, work) for i in np.flatnonzero(again)
+    ]
+    results = list(results)
+    for result in run(read_block, calls) if calls else []:
+        results[result.index] = result
+    return results, shift

@@ -20,8 +20,10 @@ class Issues:
     lenient: the record is skipped and counted under `reason`; the counts go to stats.json.
     """
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, quiet: bool = False) -> None:
         self.lenient = mode == "lenient"
+        self.quiet = quiet
+        """No warnings logged (a provisional read whose skips are counted again later)."""
         self.counts: Counter[str] = Counter()
         self.first: dict[str, str] = {}
         """reason -> 'file:line: problem' of the first skip counted under it."""
@@ -37,7 +39,7 @@ class Issues:
         self._reports[reason] += 1
         where = f"{path}:{line}" if line is not None else str(path)
         self.first.setdefault(reason, f"{where}: {problem}")
-        if self._reports[reason] <= _WARN_PER_REASON:
+        if self._reports[reason] <= _WARN_PER_REASON and not self.quiet:
             log.warning("skipped (%s) %s: %s", reason, where, problem)
 
     def merge(self, later: Issues) -> None:

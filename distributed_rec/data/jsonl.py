@@ -32,22 +32,51 @@ _WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True
 
 def content_lines(data: bytes, first_line: int) -> np.ndarray:
     """int64: physical line numbers of the lines of `data` holding a byte other than ASCII
-    whitespace (`data` is whole lines starting at line `first_line`).
+    whitespace (`data` is whole lines starting at line `first_line`)."""
+    return _content_lines(data, first_line)[0]
+
+
+_SCAN_BYTES = 1 << 20
+"""Bytes compared at a time when finding newlines: a block-sized temporary would be fresh memory
+for every block, and faulting it in cost more than the comparison (0.03-0.04 s against 0.017 s
+a 64 MiB block, measured)."""
+
+
+def _newlines(buffer: np.ndarray) -> np.ndarray:
+    """int64: positions of the newline bytes of uint8 `buffer`."""
+    parts = [
+        np.flatnonzero(buffer[a : a + _SCAN_BYTES] == ord("\n")) + a
+        for a in range(0, len(buffer), _SCAN_BYTES)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _content_lines(data: bytes, first_line: int) -> tuple[np.ndarray, int]:
+    """(content_lines(data, first_line), newlines in `data`).
 
     A line whose first byte is not whitespace holds content; only the others (rare in real
-    files) are looked at whole."""
+    files: none in most blocks, which then skip the per-line bookkeeping) are looked at whole."""
+    if not data:
+        return np.zeros(0, np.int64), 0
     buffer = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buffer == ord("\n"))
+    newlines = _newlines(buffer)
     starts = np.concatenate([[0], newlines + 1])
-    ends = np.concatenate([newlines, [len(data)]])
     if data.endswith(b"\n"):
-        starts, ends = starts[:-1], ends[:-1]
+        starts = starts[:-1]
+    if not _WHITESPACE[buffer[starts]].any():  # an empty line starts with its newline
+        return np.arange(first_line, first_line + len(starts), dtype=np.int64), len(newlines)
+    ends = np.concatenate([newlines, [len(data)]])[: len(starts)]
     nonempty = ends > starts
     content = nonempty.copy()
     content[nonempty] = ~_WHITESPACE[buffer[starts[nonempty]]]
     for index in np.flatnonzero(nonempty & ~content):
         content[index] = bool(data[starts[index] : ends[index]].strip())
-    return np.flatnonzero(content).astype(np.int64) + first_line
+    return np.flatnonzero(content).astype(np.int64) + first_line, len(newlines)
+
+
+def _chunk_bytes(data: bytes) -> int:
+    """Arrow's JSON block size that reads `data` as one chunk (within Arrow's int32 limit)."""
+    return min(max(len(data), 1 << 20), (1 << 31) - 1)
 
 
 def _arrow_rows(data: bytes, lines: np.ndarray) -> pa.Table | None:
@@ -56,7 +85,8 @@ def _arrow_rows(data: bytes, lines: np.ndarray) -> pa.Table | None:
     try:
         table = pajson.read_json(
             pa.py_buffer(data),
-            read_options=pajson.ReadOptions(use_threads=False, block_size=1 << 24),
+            # one chunk for the whole block: about a fifth less CPU than 16 MiB chunks
+            read_options=pajson.ReadOptions(use_threads=False, block_size=_chunk_bytes(data)),
         )
     except pa.ArrowInvalid:
         return None
@@ -75,12 +105,16 @@ def _arrow_rows(data: bytes, lines: np.ndarray) -> pa.Table | None:
     return pa.table({**columns, "line": pa.array(lines)})
 
 
-def parse_review_block(path: Path, data: bytes, first_line: int, issues: Issues) -> pa.Table:
-    """user, item, timestamp (strings, not yet validated) and line of the reviews in `data`,
-    whole lines of `path` from line `first_line`; skipped lines are reported to `issues`."""
+def parse_review_block(
+    path: Path, data: bytes, first_line: int, issues: Issues
+) -> tuple[pa.Table, int]:
+    """(user, item, timestamp (strings, not yet validated) and line of the reviews in `data`,
+    newlines in `data`): `data` is whole lines of `path` from line `first_line` (line 1 only at
+    the start of the file, where a byte-order mark is dropped); skipped lines are reported to
+    `issues`."""
     body = data.removeprefix(_BOM) if first_line == 1 else data
-    lines = content_lines(body, first_line)
+    lines, newlines = _content_lines(body, first_line)
     table = _arrow_rows(body, lines) if len(lines) else None
-    if table is not None:
-        return table
-    return review_rows(path, issues, iter_block_lines(path, data, first_line))
+    if table is None:
+        table = review_rows(path, issues, iter_block_lines(path, data, first_line))
+    return table, newlines

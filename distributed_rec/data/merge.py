@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from distributed_rec.data.sharding import PLAIN_INTEGERS
 from distributed_rec.data.split import SAMPLE_SCHEMA
 
 USERS_PER_PART = 1 << 20
@@ -25,7 +26,7 @@ def merge_eval_split(
     returns the rows written. Dense user ids are 0 .. num_users - 1."""
     dataset = ds.dataset([p for p in parts if Path(p).exists()], format="parquet")
     rows = 0
-    with pq.ParquetWriter(out, SAMPLE_SCHEMA) as writer:
+    with pq.ParquetWriter(out, SAMPLE_SCHEMA, **PLAIN_INTEGERS) as writer:
         for first in range(0, max(num_users, 1), users_per_part):
             user = ds.field("user_id")
             piece = dataset.to_table(filter=(user >= first) & (user < first + users_per_part))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,14 @@ import pyarrow.parquet as pq
 from distributed_rec.artifacts import RunPaths, write_json_atomic
 from distributed_rec.config import DataConfig, JobConfig
 from distributed_rec.data.blocks import (
+    ORDER_SHIFT,
     BlockResult,
     Inputs,
-    count_newlines,
+    metadata_in_process,
     plan_blocks,
     read_block,
     read_inputs,
+    settle_lines,
 )
 from distributed_rec.data.buckets import (
     ShardLoad,
@@ -54,7 +57,7 @@ from distributed_rec.data.issues import Issues
 from distributed_rec.data.items import items_table, unique_metadata
 from distributed_rec.data.merge import merge_eval_split
 from distributed_rec.data.raw import RawData
-from distributed_rec.data.tasks import run_tasks
+from distributed_rec.data.tasks import run_tasks, submit_tasks
 from distributed_rec.distributed.nodes import NodeTally
 from distributed_rec.distributed.ray_runtime import ray_connection
 from distributed_rec.errors import DataError
@@ -76,11 +79,26 @@ def _publish(staging: Path, stage_dir: Path) -> None:
 
 
 def _read(
-    data: DataConfig, work: Path, nodes: NodeTally
-) -> tuple[list[BlockResult], Issues, int, Inputs]:
-    """Read every block; raise the first error in input order; merge the counted skips."""
-    blocks = plan_blocks(data, lambda ranges: run_tasks(count_newlines, ranges, nodes=nodes))
-    results = run_tasks(read_block, [(b, data, str(work)) for b in blocks], nodes=nodes)
+    data: DataConfig, work: Path, nodes: NodeTally, early: Future[Inputs] | None
+) -> tuple[list[BlockResult], Issues, int, Inputs, np.ndarray]:
+    """Read every block; raise the first error in input order; merge the counted skips. Also
+    returns the line shift of each block (:func:`~distributed_rec.data.blocks.settle_lines`).
+    `early`: the metadata, being read in this process since before Ray started."""
+    blocks = plan_blocks(data)
+    pending = submit_tasks(read_block, [(b, data, str(work)) for b in blocks])
+    inputs, meta_error = None, None
+    if blocks[0].kind != "reader":  # the metadata, read while the blocks are
+        try:
+            if early is not None:
+                inputs = early.result()
+            else:
+                inputs = read_inputs(data, lambda fn, calls: run_tasks(fn, calls, nodes=nodes))
+        except DataError as err:
+            meta_error = err  # raised after the interactions' own errors, as if read after them
+    results = pending.results(nodes)
+    results, line_shift = settle_lines(
+        blocks, results, data, str(work), lambda fn, calls: run_tasks(fn, calls, nodes=nodes)
+    )
     for result in results:
         if result.error is not None:
             raise DataError(*result.error)
@@ -88,16 +106,21 @@ def _read(
     for result in results:
         issues.merge(result.issues)
     rows = sum(r.rows for r in results)
-    inputs = results[0].inputs
+    if blocks[0].kind != "reader" and rows == 0 and issues.total == 0:
+        raise DataError(blocks[0].path, "file is empty")
+    if meta_error is not None:
+        raise meta_error
     if inputs is None:
-        if rows == 0 and issues.total == 0:
-            raise DataError(blocks[0].path, "file is empty")
-        inputs = read_inputs(data, lambda fn, calls: run_tasks(fn, calls, nodes=nodes))
-    return results, issues, rows, inputs
+        inputs = results[0].inputs  # the 'reader' block read the metadata too
+        assert inputs is not None, "a 'reader' block returns the metadata"
+    return results, issues, rows, inputs, line_shift
 
 
-def _report_absent(loads: list[ShardLoad], inputs: Inputs, issues: Issues) -> int:
-    """Interactions whose item has no metadata: DataError (strict) or counted (lenient)."""
+def _report_absent(
+    loads: list[ShardLoad], inputs: Inputs, issues: Issues, line_shift: np.ndarray
+) -> int:
+    """Interactions whose item has no metadata: DataError (strict) or counted (lenient);
+    `line_shift` int64 [blocks] is added to the line of the row named."""
     absent_rows = sum(s.absent_rows for s in loads)
     if not absent_rows:
         return 0
@@ -109,7 +132,7 @@ def _report_absent(loads: list[ShardLoad], inputs: Inputs, issues: Issues) -> in
     )
     if first.line < 0:
         problem += f" (user {first.user!r})"
-    line = first.line if first.line >= 0 else None
+    line = first.line + int(line_shift[first.order >> ORDER_SHIFT]) if first.line >= 0 else None
     path = inputs.row_path(first.source)
     issues.report("missing_metadata", path, problem, line, count=absent_rows)
     return absent_rows
@@ -149,14 +172,16 @@ def _dense_users(parts: list[pa.Array | None], integer: bool, numeric: bool) -> 
     return np.split(dense, np.cumsum(sizes)[:-1])
 
 
-def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
+def _prepare(
+    config: JobConfig, work: Path, started: float, early: Future[Inputs] | None
+) -> dict[str, Any]:
     import ray
 
     data = config.data
     paths = RunPaths.of(config.run_dir)
     shards = data.num_shards
     nodes = NodeTally()
-    results, issues, rows, inputs = _read(data, work, nodes)
+    results, issues, rows, inputs, line_shift = _read(data, work, nodes, early)
     read_seconds = time.perf_counter() - started
     raw = RawData(
         pa.table({"item": pa.array([], pa.string())}),
@@ -173,7 +198,7 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
     loads: list[ShardLoad] = run_tasks(
         load_shard, [(s, str(work), ray.put(meta_ids)) for s in range(shards)], nodes=nodes
     )
-    absent_rows = _report_absent(loads, inputs, issues)
+    absent_rows = _report_absent(loads, inputs, issues, line_shift)
     records = rows + issues.total - absent_rows  # absent rows were counted in `rows` already
     if rows == absent_rows:
         raise DataError(
@@ -221,8 +246,6 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
         shutil.rmtree(staging)
     for folder in ("interactions", "splits/train", "splits/train_windows"):
         (staging / folder).mkdir(parents=True)
-    items = items_table(item_ids, metadata, raw, data)
-    pq.write_table(items, staging / "items.parquet")
     dense_ref = ray.put(item_dense)
     calls = [
         (
@@ -239,7 +262,10 @@ def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
         )
         for s in range(shards)
     ]
-    written = run_tasks(write_shard, calls, nodes=nodes)
+    pending = submit_tasks(write_shard, calls)
+    items = items_table(item_ids, metadata, raw, data)  # while the shards are written
+    pq.write_table(items, staging / "items.parquet")
+    written = pending.results(nodes)
     merged = run_tasks(
         merge_eval_split,
         [
@@ -327,8 +353,12 @@ def run_prepare(config: JobConfig) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        with ray_connection(config.ray):
-            return _prepare(config, work, started)
+        # a metadata file read in this process is read while Ray starts (~3 s of idle cores)
+        with ThreadPoolExecutor(1, thread_name_prefix="metadata") as pool:
+            in_process = metadata_in_process(config.data)
+            early = pool.submit(read_inputs, config.data) if in_process else None
+            with ray_connection(config.ray):
+                return _prepare(config, work, started, early)
     except BaseException:
         # outputs half-written when a task failed for good: the previous ones stay in place
         shutil.rmtree(RunPaths(Path(config.run_dir)).stage_dir("prepare") / STAGING, True)

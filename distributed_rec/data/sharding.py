@@ -33,16 +33,24 @@ INTERACTION_SCHEMA = pa.schema(
 )
 
 
+PLAIN_INTEGERS = {"use_dictionary": ["raw_user_id"]}
+"""Parquet options of the prepare outputs: only the repeated raw-id strings dictionary-encoded.
+Integer columns are written plain: on a shard of the 20M-line benchmark, dictionary-encoding them
+cost 1.3-1.5x the write CPU, and the plain files are 7% smaller (training samples) to 15% larger
+(training windows)."""
+
+
 def stable_hash(key: str) -> int:
     """64-bit blake2b of the UTF-8 key, as an unsigned integer."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
 def user_shards(raw_user_ids: list[str], num_shards: int) -> np.ndarray:
-    """int64 [U]: shard of each user."""
-    return np.fromiter(
-        (stable_hash(u) % num_shards for u in raw_user_ids), dtype=np.int64, count=len(raw_user_ids)
-    )
+    """int64 [U]: shard of each user (stable_hash of its id mod num_shards)."""
+    blake = hashlib.blake2b
+    digests = b"".join([blake(u.encode(), digest_size=8).digest() for u in raw_user_ids])
+    hashes = np.frombuffer(digests, dtype="<u8")
+    return (hashes % np.uint64(num_shards)).astype(np.int64)
 
 
 def part_name(shard: int) -> str:
@@ -73,7 +81,7 @@ def write_shard_files(
     """interactions/, splits/train/ and splits/train_windows/ part-<shard> of one shard (may be
     empty), the training parts with `train_drop` of each user's training items dropped
     (`split.drop_training_items`); returns (training samples, training windows) written."""
-    pq.write_table(interactions, out_dir / "interactions" / part_name(shard))
+    pq.write_table(interactions, out_dir / "interactions" / part_name(shard), **PLAIN_INTEGERS)
     users, lengths = (
         np.unique(interactions["user_id"].to_numpy(), return_counts=True)
         if interactions.num_rows
@@ -81,10 +89,13 @@ def write_shard_files(
     )
     item = interactions["item_id"].to_numpy()
     item, lengths = drop_training_items(item, lengths, users, train_drop, seed)
-    with pq.ParquetWriter(out_dir / "splits" / "train" / part_name(shard), SAMPLE_SCHEMA) as out:
+    train = out_dir / "splits" / "train" / part_name(shard)
+    with pq.ParquetWriter(train, SAMPLE_SCHEMA, **PLAIN_INTEGERS) as out:
         for table in train_chunks(item, lengths, max_history, users):
             out.write_table(table)
     starts = np.cumsum(lengths) - lengths
     windows = windows_table(item, starts, lengths, max_history + 1, users)
-    pq.write_table(windows, out_dir / "splits" / "train_windows" / part_name(shard))
+    pq.write_table(
+        windows, out_dir / "splits" / "train_windows" / part_name(shard), **PLAIN_INTEGERS
+    )
     return int(np.maximum(lengths - 3, 0).sum()), windows.num_rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,29 @@ def _on_node(fn: Callable[..., Any], *args: Any) -> tuple[str | None, Any]:
     return node, fn(*args)
 
 
-def run_tasks(
-    fn: Callable[..., Any],
-    calls: Sequence[tuple],
-    num_cpus: float = TASK_CPUS,
-    nodes: NodeTally | None = None,
-) -> list:
-    """fn(*args) for every args of `calls` as Ray tasks (Ray must be initialised); a task that
-    raises re-raises here. `nodes` counts the tasks per node under the step `fn.__name__`."""
+@dataclass
+class PendingTasks:
+    """Tasks submitted by :func:`submit_tasks`, not yet waited for."""
+
+    step: str
+    refs: list
+
+    def results(self, nodes: NodeTally | None = None) -> list:
+        """The tasks' results in input order (a task that raised re-raises here); `nodes`
+        counts them per node under the step."""
+        import ray
+
+        done = ray.get(self.refs)
+        if nodes is not None:
+            nodes.add(self.step, [node for node, _ in done])
+        return [result for _, result in done]
+
+
+def submit_tasks(
+    fn: Callable[..., Any], calls: Sequence[tuple], num_cpus: float = TASK_CPUS
+) -> PendingTasks:
+    """Start fn(*args) for every args of `calls` as Ray tasks (Ray must be initialised), so
+    that the caller can work meanwhile."""
     import ray
 
     remote = ray.remote(_on_node).options(
@@ -59,7 +75,15 @@ def run_tasks(
         max_retries=TASK_RETRIES,
         scheduling_strategy="SPREAD",
     )
-    done = ray.get([remote.remote(fn, *args) for args in calls])
-    if nodes is not None:
-        nodes.add(fn.__name__, [node for node, _ in done])
-    return [result for _, result in done]
+    return PendingTasks(fn.__name__, [remote.remote(fn, *args) for args in calls])
+
+
+def run_tasks(
+    fn: Callable[..., Any],
+    calls: Sequence[tuple],
+    num_cpus: float = TASK_CPUS,
+    nodes: NodeTally | None = None,
+) -> list:
+    """fn(*args) for every args of `calls` as Ray tasks (Ray must be initialised); a task that
+    raises re-raises here. `nodes` counts the tasks per node under the step `fn.__name__`."""
+    return submit_tasks(fn, calls, num_cpus).results(nodes)
