@@ -231,30 +231,6 @@ def read_metadata_blocks(path: Path, errors: str, run: RunTasks) -> tuple[pa.Tab
     return pa.concat_tables([r.items for r in results if r.items is not None]), issues
 
 
-def _metadata_path(config: DataConfig) -> tuple[Path, Path, str]:
-    """(review file, metadata file, category name) of an amazon2023 dataset."""
-    from distributed_rec.data.readers.amazon2023 import metadata_file
-
-    path, name = _review_file(config)
-    return path, metadata_file(path.parent, name), name
-
-
-def metadata_in_process(config: DataConfig) -> bool:
-    """Whether :func:`read_inputs` reads the metadata of `config` in the calling process
-    (synthetic items; a .gz or single-block metadata file) rather than by block tasks. False
-    for the formats whose reader block reads it, and where the files are missing (the read
-    then names what is missing)."""
-    if config.format == "synthetic":
-        return True
-    if config.format != "amazon2023":
-        return False
-    try:
-        _, meta_path, _ = _metadata_path(config)
-    except DataError:
-        return False
-    return meta_path.suffix == ".gz" or meta_path.stat().st_size <= BLOCK_BYTES
-
-
 def read_inputs(config: DataConfig, run: RunTasks | None = None) -> Inputs:
     """The item metadata of the formats whose blocks read interactions only; a plain JSON-lines
     metadata file of more than one block is read by block tasks through `run` (e.g. Ray tasks)
@@ -264,9 +240,10 @@ def read_inputs(config: DataConfig, run: RunTasks | None = None) -> Inputs:
 
         source = Path("<synthetic>")
         return Inputs(generate_items(config), source, source, Issues("strict"))
-    from distributed_rec.data.readers.amazon2023 import ALIASES, metadata_rows
+    from distributed_rec.data.readers.amazon2023 import ALIASES, metadata_file, metadata_rows
 
-    path, meta_path, _ = _metadata_path(config)
+    path, name = _review_file(config)
+    meta_path = metadata_file(path.parent, name)
     if run is None or meta_path.suffix == ".gz" or meta_path.stat().st_size <= BLOCK_BYTES:
         meta_issues = Issues(config.errors)
         items = metadata_rows(meta_path, meta_issues)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ from distributed_rec.data.blocks import (
     ORDER_SHIFT,
     BlockResult,
     Inputs,
-    metadata_in_process,
     plan_blocks,
     read_block,
     read_inputs,
@@ -79,20 +77,16 @@ def _publish(staging: Path, stage_dir: Path) -> None:
 
 
 def _read(
-    data: DataConfig, work: Path, nodes: NodeTally, early: Future[Inputs] | None
+    data: DataConfig, work: Path, nodes: NodeTally
 ) -> tuple[list[BlockResult], Issues, int, Inputs, np.ndarray]:
     """Read every block; raise the first error in input order; merge the counted skips. Also
-    returns the line shift of each block (:func:`~distributed_rec.data.blocks.settle_lines`).
-    `early`: the metadata, being read in this process since before Ray started."""
+    returns the line shift of each block (:func:`~distributed_rec.data.blocks.settle_lines`)."""
     blocks = plan_blocks(data)
     pending = submit_tasks(read_block, [(b, data, str(work)) for b in blocks])
     inputs, meta_error = None, None
     if blocks[0].kind != "reader":  # the metadata, read while the blocks are
         try:
-            if early is not None:
-                inputs = early.result()
-            else:
-                inputs = read_inputs(data, lambda fn, calls: run_tasks(fn, calls, nodes=nodes))
+            inputs = read_inputs(data, lambda fn, calls: run_tasks(fn, calls, nodes=nodes))
         except DataError as err:
             meta_error = err  # raised after the interactions' own errors, as if read after them
     results = pending.results(nodes)
@@ -172,16 +166,14 @@ def _dense_users(parts: list[pa.Array | None], integer: bool, numeric: bool) -> 
     return np.split(dense, np.cumsum(sizes)[:-1])
 
 
-def _prepare(
-    config: JobConfig, work: Path, started: float, early: Future[Inputs] | None
-) -> dict[str, Any]:
+def _prepare(config: JobConfig, work: Path, started: float) -> dict[str, Any]:
     import ray
 
     data = config.data
     paths = RunPaths.of(config.run_dir)
     shards = data.num_shards
     nodes = NodeTally()
-    results, issues, rows, inputs, line_shift = _read(data, work, nodes, early)
+    results, issues, rows, inputs, line_shift = _read(data, work, nodes)
     read_seconds = time.perf_counter() - started
     raw = RawData(
         pa.table({"item": pa.array([], pa.string())}),
@@ -353,12 +345,8 @@ def run_prepare(config: JobConfig) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        # a metadata file read in this process is read while Ray starts (~3 s of idle cores)
-        with ThreadPoolExecutor(1, thread_name_prefix="metadata") as pool:
-            in_process = metadata_in_process(config.data)
-            early = pool.submit(read_inputs, config.data) if in_process else None
-            with ray_connection(config.ray):
-                return _prepare(config, work, started, early)
+        with ray_connection(config.ray):
+            return _prepare(config, work, started)
     except BaseException:
         # outputs half-written when a task failed for good: the previous ones stay in place
         shutil.rmtree(RunPaths(Path(config.run_dir)).stage_dir("prepare") / STAGING, True)
