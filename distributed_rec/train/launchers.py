@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from distributed_rec.distributed.env import (
     resolve_device,
     shutdown_distributed,
 )
+from distributed_rec.distributed.exits import RANK_EXITS_ENV, failure_cause, read_exits
 from distributed_rec.distributed.loopback import (
     LOOPBACK,
     LOOPBACK_HOSTS,
@@ -80,24 +82,29 @@ def launch_deepspeed(config: JobConfig) -> None:
         environment = without_loopback_choices(environment)
     command = deepspeed_command(config, job_config_path)
     log.info("launching: %s", " ".join(command))
-    completed = subprocess.run(command, env=environment, check=False)
+    with tempfile.TemporaryDirectory(prefix="distributed_rec_rank_exits_") as exits:
+        environment[RANK_EXITS_ENV] = exits  # this machine's ranks record how they ended
+        completed = subprocess.run(command, env=environment, check=False)
+        cause = failure_cause(read_exits(Path(exits)))
     if completed.returncode:
         raise DistributedRecError(
-            failure_message("the deepspeed launcher", completed.returncode, paths)
+            failure_message("the deepspeed launcher", completed.returncode, paths, cause)
         )
 
 
-def failure_message(what: str, status: int | str, paths: RunPaths) -> str:
-    """What failed, and where a resumed run would continue from."""
+def failure_message(what: str, status: int | str, paths: RunPaths, cause: str | None = None) -> str:
+    """What failed, the cause (the ranks' own records when given, else guessed from the
+    status), and where a resumed run would continue from."""
     from distributed_rec.train.checkpoint import latest_tag
 
     try:
         tag = latest_tag(paths.checkpoints)
     except DistributedRecError:
         tag = None
-    cause = "a training process died or raised"
-    if isinstance(status, int) and status in (-9, 137, 256 - 9):
-        cause = "a training process was killed (SIGKILL)"
+    if cause is None:
+        cause = "a training process died or raised"
+        if isinstance(status, int) and status in (-9, 137, 256 - 9):
+            cause = "a training process was killed (SIGKILL)"
     resume = (
         f"--train.resume=true continues from checkpoint {tag} in {paths.where(paths.checkpoints)}"
         if tag

@@ -10,6 +10,7 @@ from pathlib import Path
 from distributed_rec.cli import configure_logging, split_arguments
 from distributed_rec.config import ConfigError, config_from_dict, load_config
 from distributed_rec.distributed.env import shutdown_distributed
+from distributed_rec.distributed.exits import recorded_exit
 from distributed_rec.distributed.watchdog import watch_driver
 from distributed_rec.errors import DistributedRecError
 from distributed_rec.train.loop import train_worker
@@ -36,13 +37,15 @@ def parse(argv: list[str]):
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     watch_driver()
-    try:
-        train_worker(parse(sys.argv[1:] if argv is None else argv))
-    except (DistributedRecError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    shutdown_distributed()
-    return 0
+    with recorded_exit() as exit_status:
+        try:
+            train_worker(parse(sys.argv[1:] if argv is None else argv))
+        except (DistributedRecError, ConfigError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            exit_status.status, exit_status.error = 2, str(err).splitlines()[0]
+            return 2
+        shutdown_distributed()
+        return 0
 
 
 if __name__ == "__main__":
