@@ -46,7 +46,8 @@ def _many_reviews(n: int = 3000) -> list[object]:
     records[400] = {"user_id": "u1", "parent_asin": "i2"}  # no timestamp
     records[1900] = {"user_id": None, "parent_asin": "i1", "timestamp": 5}
     records[2500] = {"user_id": "u7", "parent_asin": "i9", "timestamp": 5}  # no metadata
-    records[2600] = '{"user_id": "u2", "parent_asin": "i1", "timestamp": 5, "x": {"a": 1, "a": 2}}'
+    records[2600] = '{"user_id": "u2", "parent_asin": "i1", "timestamp": 5, "user_id": "u3"}'
+    records[2650] = '{"user_id": "u2", "parent_asin": "i1", "timestamp": 6, "x": {"a": 1, "a": 2}}'
     records[2700] = {"user_id": "u3", "parent_asin": "i1", "timestamp": "noon"}
     return records
 

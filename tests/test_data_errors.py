@@ -115,6 +115,34 @@ def test_bad_line_lenient_is_a_counted_skip(tmp_path, case):
     assert min(raw.interactions["timestamp"].to_pylist()) >= 0
 
 
+def test_a_key_repeated_outside_the_used_fields_is_read_on_both_paths(tmp_path):
+    """Repeats in fields no reader uses change nothing read: kept by the line-by-line parser and
+    by Arrow's fast path alike (which ignores those fields); a repeated used field stays an
+    error (BAD_LINES["duplicate_key"])."""
+    import numpy as np
+
+    from distributed_rec.data.issues import Issues
+    from distributed_rec.data.jsonl import _arrow_rows, parse_review_block
+    from distributed_rec.data.readers.amazon2023 import review_rows
+
+    line = (
+        '{"user_id": "u2", "parent_asin": "i1", "timestamp": 7, "text": "a", "text": "b", '
+        '"images": [{"url": "x", "url": "y"}]}'
+    )
+    path = amazon_with(tmp_path, {3: line})
+    issues = Issues("strict")
+    slow = review_rows(path, issues)
+    assert issues.as_dict() == {} and slow.num_rows == len(EVENTS)
+    assert slow.slice(2, 1).to_pylist() == [
+        {"user": "u2", "item": "i1", "timestamp": "7", "line": 3}
+    ]
+    data = path.read_bytes()
+    assert _arrow_rows(data, np.arange(1, len(EVENTS) + 1)) is not None  # no fallback
+    fast, _ = parse_review_block(path, data, 1, Issues("strict"))
+    assert fast.equals(slow)
+    assert read_dataset(config("amazon2023", tmp_path)).interactions.num_rows == len(EVENTS)
+
+
 def test_duplicate_key_in_a_metadata_line(tmp_path):
     records = meta_records()
     records[1] = '{"parent_asin": "i2", "title": "Blue Chair", "title": "Red Chair"}'

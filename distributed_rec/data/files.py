@@ -212,6 +212,24 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_pairs)
 
 
+def _decode_checking(text: str, checked: frozenset[str]) -> Any:
+    """json.loads(text), refusing a key of `checked` that the top-level object names twice;
+    repeats elsewhere (nested, or keys not in `checked`) keep the last value, as json does."""
+    repeats: list[tuple[dict[str, Any], list[tuple[str, Any]]]] = []
+
+    def note_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        record = dict(pairs)
+        if len(record) < len(pairs):
+            repeats.append((record, pairs))
+        return record
+
+    value = json.loads(text, object_pairs_hook=note_repeats)
+    for owner, pairs in repeats:
+        if owner is value:
+            _unique_pairs([(k, v) for k, v in pairs if k in checked])
+    return value
+
+
 def iter_block_lines(
     path: Path, data: bytes, first_line: int, encoding: str = "utf-8"
 ) -> Iterator[tuple[int, str]]:
@@ -237,15 +255,23 @@ def _decode_line(path: Path, data: bytes, encoding: str, lineno: int, utf8: bool
 
 
 def iter_json_records(
-    path: Path, issues: Issues, lines: Iterator[tuple[int, str]] | None = None
+    path: Path,
+    issues: Issues,
+    lines: Iterator[tuple[int, str]] | None = None,
+    checked_keys: tuple[str, ...] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line, object) of a JSON-lines file (or of `lines`, a part of it); unparsable lines are
-    reported as malformed_json, objects repeating a key (at any depth) as duplicate_key."""
+    reported as malformed_json, objects repeating a key as duplicate_key: any key at any depth,
+    or with `checked_keys`, only those keys of the top-level object (the fields a reader uses:
+    a repeat elsewhere changes nothing it reads)."""
+    checked = None if checked_keys is None else frozenset(checked_keys)
     empty = True
     for lineno, text in iter_lines(path, issues) if lines is None else lines:
         empty = False
         try:
-            record = _UNIQUE_KEYS.decode(text)
+            record = (
+                _UNIQUE_KEYS.decode(text) if checked is None else _decode_checking(text, checked)
+            )
         except json.JSONDecodeError as err:
             issues.report(
                 "malformed_json", path, f"not valid JSON ({err.msg}, column {err.colno})", lineno

@@ -76,7 +76,7 @@ def review_rows(
     items: list[object] = []
     stamps: list[object] = []
     lines: list[int] = []
-    for lineno, record in iter_json_records(path, issues, lines_in):
+    for lineno, record in iter_json_records(path, issues, lines_in, REVIEW_FIELDS):
         absent = [f for f in REVIEW_FIELDS if f not in record]
         if absent:
             issues.report("missing_field", path, f"missing field '{absent[0]}'", lineno)
