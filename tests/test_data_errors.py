@@ -139,7 +139,8 @@ def test_a_key_repeated_outside_the_used_fields_is_read_on_both_paths(tmp_path):
     data = path.read_bytes()
     assert _arrow_rows(data, np.arange(1, len(EVENTS) + 1)) is not None  # no fallback
     fast, _ = parse_review_block(path, data, 1, Issues("strict"))
-    assert fast.equals(slow)
+    assert fast.drop_columns("timestamp").equals(slow.drop_columns("timestamp"))
+    assert fast["timestamp"].to_pylist() == [int(t) for t in slow["timestamp"].to_pylist()]
     assert read_dataset(config("amazon2023", tmp_path)).interactions.num_rows == len(EVENTS)
 
 

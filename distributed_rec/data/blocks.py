@@ -259,7 +259,9 @@ def write_rows(table: pa.Table, work: Path, block: int, part: int, num_shards: i
     encoded = pc.dictionary_encode(table["user"]).combine_chunks()
     raw_ids = pc.cast(encoded.dictionary, pa.string()).to_pylist()
     row_shard = user_shards(raw_ids, num_shards)[encoded.indices.to_numpy()]
-    order = np.argsort(row_shard, kind="stable")
+    # stable sorts of 16-bit keys are radix sorts: a sixth of the int64 sort's time
+    small = row_shard.astype(np.int16) if num_shards <= np.iinfo(np.int16).max else row_shard
+    order = np.argsort(small, kind="stable")
     counts = np.bincount(row_shard, minlength=num_shards)
     table = table.take(pa.array(order))
     bounds = np.concatenate([[0], np.cumsum(counts)])
