@@ -246,25 +246,33 @@ def write_shard(
     loaded = _load_state(root, shard)
     if loaded is None or user_dense is None:
         interactions = INTERACTION_SCHEMA.empty_table()
+        users = lengths = np.zeros(0, np.int64)
     else:
         user, item, stamp = loaded
         keep = _kept(user, item, alive, k)
-        local, position = np.unique(user[keep], return_inverse=True)
-        dense_row = user_dense[position]
-        order = np.argsort(dense_row, kind="stable")  # rows of a user stay in time order
-        dense_row, stamp = dense_row[order], stamp[keep][order]
-        item = item_dense[item[keep][order]]
+        user, item, stamp = user[keep], item[keep], stamp[keep]
+        if np.any(user[1:] < user[:-1]):
+            raise RuntimeError(f"shard {shard}: load_shard left rows not grouped by user")
+        counts = np.bincount(user)
+        local = np.flatnonzero(counts)  # the kept users, in kept_users order
+        counts = counts[local]
+        by_dense = np.argsort(user_dense, kind="stable")
+        users, lengths = user_dense[by_dense], counts[by_dense]
+        # each user's run of rows, moved whole into dense-id order: rows keep their time order
+        first = np.cumsum(lengths) - lengths
+        order = np.repeat((np.cumsum(counts) - counts)[by_dense] - first, lengths)
+        order += np.arange(len(user))
         raw = read_work_table(_state(root, shard)[1])["user"].combine_chunks()
-        raw_row = pc.cast(raw.take(pa.array(local[position[order]])), pa.string())
-        starts = np.searchsorted(dense_row, dense_row, side="left")
-        seq = (np.arange(len(dense_row)) - starts).astype(np.int32)
-        columns = [dense_row, raw_row, item, stamp, seq]
+        raw_row = pc.cast(raw.take(pa.array(np.repeat(local[by_dense], lengths))), pa.string())
+        seq = (np.arange(len(user)) - np.repeat(first, lengths)).astype(np.int32)
+        columns = [np.repeat(users, lengths), raw_row, item_dense[item[order]], stamp[order], seq]
         interactions = pa.Table.from_arrays(
             [c if isinstance(c, pa.Array) else pa.array(c) for c in columns],
             schema=INTERACTION_SCHEMA,
         )
-    samples, windows = write_shard_files(interactions, out, shard, max_history, train_drop, seed)
-    users, lengths = np.unique(interactions["user_id"].to_numpy(), return_counts=True)
+    samples, windows = write_shard_files(
+        interactions, out, shard, max_history, train_drop, seed, runs=(users, lengths)
+    )
     item_col = interactions["item_id"].to_numpy()
     result = {
         "shard": shard,

@@ -77,16 +77,19 @@ def write_shard_files(
     max_history: int,
     train_drop: float = 0.0,
     seed: int = 0,
+    runs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[int, int]:
     """interactions/, splits/train/ and splits/train_windows/ part-<shard> of one shard (may be
     empty), the training parts with `train_drop` of each user's training items dropped
-    (`split.drop_training_items`); returns (training samples, training windows) written."""
+    (`split.drop_training_items`); returns (training samples, training windows) written.
+    `runs`: (user ids, rows of each) int64 [U] of the interactions when the caller knows them."""
     pq.write_table(interactions, out_dir / "interactions" / part_name(shard), **PLAIN_INTEGERS)
-    users, lengths = (
-        np.unique(interactions["user_id"].to_numpy(), return_counts=True)
-        if interactions.num_rows
-        else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    )
+    if runs is not None:
+        users, lengths = runs
+    elif interactions.num_rows:
+        users, lengths = np.unique(interactions["user_id"].to_numpy(), return_counts=True)
+    else:
+        users, lengths = np.zeros(0, np.int64), np.zeros(0, np.int64)
     item = interactions["item_id"].to_numpy()
     item, lengths = drop_training_items(item, lengths, users, train_drop, seed)
     train = out_dir / "splits" / "train" / part_name(shard)
