@@ -551,10 +551,14 @@ class JobConfig:
         return _switch_on(self.decode.cache_history, self.model.attention, HISTORY_CACHE_ATTENTION)
 
     def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named sections (for skipping unchanged stages)."""
+        """Stable hash of the named sections or top-level fields such as `seed` (for skipping
+        unchanged stages and naming a result's configuration)."""
         import hashlib
 
-        payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
+        payload = {}
+        for name in sections:
+            value = getattr(self, name)
+            payload[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

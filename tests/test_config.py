@@ -263,3 +263,12 @@ def test_run_dir_that_cannot_be_written_is_an_error(tmp_path, monkeypatch, capsy
         "choose another --run_dir\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_section_hash_covers_top_level_fields_such_as_the_seed():
+    base, other = load_config(None, []), load_config(None, ["--seed=1"])
+    assert base.section_hash("data", "baseline") == other.section_hash("data", "baseline")
+    assert base.section_hash("data", "baseline", "seed") != other.section_hash(
+        "data", "baseline", "seed"
+    )
+    assert base.section_hash("seed") == load_config(None, ["--seed=0"]).section_hash("seed")

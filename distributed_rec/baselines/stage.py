@@ -124,7 +124,11 @@ def run_baseline(config: JobConfig) -> dict[str, Any]:
         "num_items": num_items,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "tokenizer": config.tokenize.method if cfg.model == "tiger" else None,
-        "config_hash": config.section_hash("data", "baseline", "decode"),
+        # the seed too: runs that differ only in it must not share a hash; TIGER's IDs too
+        "config_hash": config.section_hash(
+            "data", "baseline", "decode", "seed", *(("tokenize",) if cfg.model == "tiger" else ())
+        ),
+        "seed": config.seed,
         "device": device,
         **summary_of(result),
         "wall_seconds": time.perf_counter() - started,
