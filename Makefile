@@ -21,7 +21,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	HF_HUB_OFFLINE=1 $(PY) -m pytest --durations=15 $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) tests/run_suite.py --durations=15 $(ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .

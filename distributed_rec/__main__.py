@@ -1,8 +1,15 @@
-"""Entry point of `python -m distributed_rec`."""
+"""Entry point of `python -m distributed_rec` and of the `distributed-rec` script."""
 
-import sys
+from typing import NoReturn
 
 from distributed_rec.cli import main
+from distributed_rec.distributed.process_exit import end_process
+
+
+def run() -> NoReturn:
+    """The CLI's status, without interpreter finalization (see `process_exit`)."""
+    end_process(main())
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

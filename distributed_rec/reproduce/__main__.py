@@ -22,6 +22,7 @@ from pathlib import Path
 from distributed_rec.artifacts import write_json_atomic
 from distributed_rec.cli import configure_logging
 from distributed_rec.config import ConfigError
+from distributed_rec.distributed.process_exit import end_process
 from distributed_rec.errors import DistributedRecError
 
 log = logging.getLogger("distributed_rec.reproduce")
@@ -160,4 +161,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    end_process(main())

@@ -27,6 +27,7 @@ from distributed_rec.cli import configure_logging
 from distributed_rec.config import JobConfig, load_config
 from distributed_rec.decode import ValidIdIndex, model_scoring, recommend
 from distributed_rec.decode.next_k import recommend_next_k
+from distributed_rec.distributed.process_exit import end_process
 from distributed_rec.evaluate.metrics import ranking_metrics
 from distributed_rec.evaluate.shards import read_split
 from distributed_rec.model.weights import load_best_model
@@ -190,4 +191,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    end_process(main(sys.argv[1:]))

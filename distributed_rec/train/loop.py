@@ -381,6 +381,13 @@ def train_worker(config: JobConfig, stop_after_step: int | None = None) -> dict[
     (tests of resume); otherwise training ends at early stopping, max_epochs or max_steps.
     """
     trainer = Trainer(config)
+    try:
+        return _train(trainer, config, stop_after_step)
+    finally:
+        trainer.reporter.close()  # the TensorBoard events reach their file on every way out
+
+
+def _train(trainer: Trainer, config: JobConfig, stop_after_step: int | None) -> dict[str, Any]:
     progress = trainer.progress
     trainer.engine.train()
     while not progress.finished:
@@ -388,7 +395,6 @@ def train_worker(config: JobConfig, stop_after_step: int | None = None) -> dict[
             progress.finished = True
             break
         if not trainer.run_epoch(stop_after_step):
-            trainer.reporter.close()
             return {"stopped_at_step": progress.global_step}
         if progress.step_in_epoch >= trainer.epoch_steps:
             trainer.end_epoch()

@@ -11,6 +11,7 @@ from distributed_rec.cli import configure_logging, split_arguments
 from distributed_rec.config import ConfigError, config_from_dict, load_config
 from distributed_rec.distributed.env import shutdown_distributed
 from distributed_rec.distributed.exits import recorded_exit
+from distributed_rec.distributed.process_exit import end_process
 from distributed_rec.distributed.watchdog import watch_driver
 from distributed_rec.errors import DistributedRecError
 from distributed_rec.train.loop import train_worker
@@ -49,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    end_process(main())
