@@ -1,11 +1,9 @@
 """`python tests/run_suite.py [pytest arguments]`: the suite as `make test` runs it.
 
-pytest.main, then the process ends with pytest's exit status without interpreter finalization
-(`distributed_rec.distributed.process_exit`): in-process tests leave native runtimes behind
-(gloo groups, Ray's core worker, Arrow's S3 client), and one of their threads can crash the
-interpreter while it finalizes, after every test has passed (seen in CI: "414 passed", then
-SIGSEGV, exit status 139). The product's own entry points end the same way, and the tests that
-run them as subprocesses check their exit statuses.
+pytest.main, then end_process with pytest's status: the in-process tests leave the native
+threads behind that `distributed_rec.distributed.process_exit` explains (seen in CI: "414
+passed", then SIGSEGV). The product's entry points end the same way, and the tests that run
+them as subprocesses check their statuses.
 """
 
 from __future__ import annotations

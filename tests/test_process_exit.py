@@ -39,12 +39,12 @@ def test_end_process_flushes_and_skips_finalization(tmp_path):
 
 
 def test_cli_ends_with_its_status_through_end_process(tmp_path):
-    """A bad recipe: status 2 and the error on stderr, from both entry points."""
+    """A bad recipe: status 2 and the error on stderr, from `-m` and the installed script."""
+    script = Path(sys.executable).parent / "distributed-rec"  # pyproject's [project.scripts]
     for command in (
         [sys.executable, "-m", "distributed_rec", "prepare", "--config=no_such_recipe"],
-        [sys.executable, "-c", "from distributed_rec.__main__ import run; run()", "prepare",
-         "--config=no_such_recipe"],
-    ):  # fmt: skip
+        [str(script), "prepare", "--config=no_such_recipe"],
+    ):
         completed = subprocess.run(
             command, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
         )

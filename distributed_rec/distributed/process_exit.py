@@ -10,11 +10,12 @@ without an active exception" (core dump: a gloo runLoop thread destroying a fini
 work, holding tensors, while the main thread was in `Py_FinalizeEx`), and the test process
 ended with SIGSEGV after "414 passed".
 
-So the entry points (`python -m distributed_rec`, the training worker) call :func:`end_process`
-with their status once everything they produce is closed: buffered output and log handlers are
-flushed and the process ends with `os._exit`, which skips finalization (atexit handlers, module
-teardown, C++ static destructors). Callers must have closed their files first; every stage
-writes its outputs with closed files or atomic renames before it returns.
+So the entry points (listed in docs/architecture.md, "How processes end") call
+:func:`end_process` with their status once everything they produce is closed: buffered output
+and log handlers are flushed and the process ends with `os._exit`, which skips finalization
+(atexit handlers, module teardown, C++ static destructors). Callers must have closed their
+files first; every stage writes its outputs with closed files or atomic renames before it
+returns.
 """
 
 from __future__ import annotations
