@@ -30,6 +30,9 @@ DATA_FORMATS = (
     "embedded",
 )
 TOKENIZER_METHODS = ("mhvq", "rqvae", "rqkmeans", "opq")
+TOKENIZER_FEATURES = ("text", "collaborative", "text+collaborative")
+"""What the tokenizer quantises: the embed stage's text vectors (LLaDA-Rec), co-occurrence
+vectors of the training split (`semantic_ids/collaborative.py`), or both fused."""
 ATTENTION_KINDS = ("bidirectional", "causal", "inter_item_causal", "intra_item_causal")
 OBJECTIVES = ("llada", "maskgr")
 LAUNCHERS = ("local", "deepspeed", "ray")
@@ -212,9 +215,24 @@ class TokenizerConfig:
     """Random seed of the tokenizer."""
     num_threads: int = 1
     """Torch CPU threads while tokenizing; 0 keeps torch's default (1 is fastest on busy CPUs)."""
+    features: str = "text"
+    """One of TOKENIZER_FEATURES: 'text' (LLaDA-Rec), 'collaborative' or 'text+collaborative'."""
+    collaborative_dim: int = 64
+    """Dimension of the collaborative vectors (truncated SVD of the PPMI co-occurrence matrix)."""
+    collaborative_window: int = 3
+    """Two items of a user's training sequence co-occur when at most this many positions apart."""
+    collaborative_share: float = 0.5
+    """'text+collaborative': the collaborative block's share of the fused vector's variance."""
 
     def __post_init__(self) -> None:
         _check_choice("tokenize.method", self.method, TOKENIZER_METHODS)
+        _check_choice("tokenize.features", self.features, TOKENIZER_FEATURES)
+        _check_positive("tokenize.collaborative_dim", self.collaborative_dim)
+        _check_positive("tokenize.collaborative_window", self.collaborative_window)
+        if not 0 <= self.collaborative_share <= 1:
+            raise ConfigError(
+                f"tokenize.collaborative_share={self.collaborative_share!r} must be in [0, 1]"
+            )
         _check_positive("tokenize.num_heads", self.num_heads)
         _check_positive("tokenize.codebook_size", self.codebook_size)
         _check_positive("tokenize.code_dim", self.code_dim)
@@ -257,6 +275,11 @@ class ModelConfig:
     embedding alone, as in MaskGR)."""
     dense_text_input: bool = True
     """Add the projected text embedding of every fully known item to its token embeddings."""
+    catalog_loss_weight: float = 0.0
+    """Weight of the generative catalogue loss (`model/catalog.py`): every real item is scored by
+    the sum of its M code logits from the fully masked target (the one-step beam score, up to a
+    constant) and the softmax over the catalogue is trained by cross-entropy against the
+    target; 0 leaves it out (LLaDA-Rec)."""
 
     def __post_init__(self) -> None:
         _check_choice("model.attention", self.attention, ATTENTION_KINDS)
@@ -275,6 +298,7 @@ class ModelConfig:
         _check_positive("model.history_loss_weight", self.history_loss_weight, allow_zero=True)
         _check_positive("model.dense_loss_weight", self.dense_loss_weight, allow_zero=True)
         _check_positive("model.dense_temperature", self.dense_temperature)
+        _check_positive("model.catalog_loss_weight", self.catalog_loss_weight, allow_zero=True)
         if self.objective == "llada" and self.item_loss_weight == self.history_loss_weight == 0:
             raise ConfigError("model.item_loss_weight and model.history_loss_weight are both 0")
 
@@ -461,9 +485,22 @@ class BaselineConfig:
     valid_max_users: int = 0
     """Select epochs on at most this many validation users (a fixed sample); 0 uses all. TIGER's
     beam search over every validation user after every epoch costs more than the epoch itself."""
+    whole_sequence: bool = False
+    """SASRec: train on prepare's training windows, every item after a window's first a
+    next-item target of one causal pass (SASRec's own objective, positions counted from the
+    first item); `batch_size` then counts windows. False: one sample per prefix. TIGER-style
+    always trains per prefix."""
+    in_run: list[str] = field(default_factory=list)
+    """Baselines (BASELINE_MODELS) that `run` trains after evaluate, on the same splits, and
+    reports beside the model in results.md (e.g. ["sasrec"])."""
 
     def __post_init__(self) -> None:
         _check_choice("baseline.model", self.model, BASELINE_MODELS)
+        for name in self.in_run:
+            _check_choice("baseline.in_run", name, BASELINE_MODELS)
+
+        if len(set(self.in_run)) != len(self.in_run):
+            raise ConfigError(f"baseline.in_run={self.in_run!r} names a baseline twice")
         _check_positive("baseline.d_model", self.d_model)
         _check_positive("baseline.num_layers", self.num_layers)
         _check_positive("baseline.num_attention_heads", self.num_attention_heads)

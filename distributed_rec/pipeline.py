@@ -19,7 +19,7 @@ from distributed_rec.artifacts import (
     stage_is_current,
     stage_marker_path,
 )
-from distributed_rec.config import JobConfig, check_run_dir, save_config
+from distributed_rec.config import JobConfig, check_run_dir, replace_section, save_config
 from distributed_rec.errors import StageUnavailableError
 from distributed_rec.storage.uri import check_bucket, parse_uri
 
@@ -73,7 +73,13 @@ _KEYS_WITHOUT_EFFECT = {
     "train.log_every_steps",
     "evaluate.use_ray",
     "evaluate.num_shards",
+    "baseline.in_run",
 }
+
+
+def _collaborative_inputs(paths: RunPaths, config: JobConfig) -> list[Path]:
+    """The training windows, read by tokenize when its features are collaborative."""
+    return [] if config.tokenize.features == "text" else [paths.train_windows]
 
 
 def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
@@ -83,15 +89,17 @@ def _stage_inputs(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
     if stage == "embed":
         return [paths.items, paths.train_split]
     if stage == "tokenize":
-        return [paths.item_embeddings]
+        return [paths.item_embeddings, *_collaborative_inputs(paths, config)]
     if stage == "train":
         split = paths.train_windows if config.whole_sequence_training else paths.train_split
         test = [paths.eval_split("test")] if config.train.report_test else []
         return [split, paths.eval_split("valid"), paths.semantic_ids, *dense, *test]
     if stage == "baseline":
-        splits = [paths.train_split, paths.eval_split("valid"), paths.eval_split("test")]
+        splits = [paths.eval_split("valid"), paths.eval_split("test")]
         tiger = config.baseline.model == "tiger"
-        return [paths.items, *splits] + ([paths.semantic_ids] if tiger else [])
+        windows = config.baseline.model == "sasrec" and config.baseline.whole_sequence
+        train = paths.train_windows if windows else paths.train_split
+        return [paths.items, train, *splits] + ([paths.semantic_ids] if tiger else [])
     return [
         paths.best_model,
         paths.semantic_ids,
@@ -109,10 +117,16 @@ def _stage_reads(stage: str, paths: RunPaths, config: JobConfig) -> list[Path]:
     return {
         "prepare": [],
         "embed": [paths.items, paths.train_split],
-        "tokenize": [paths.item_embeddings],
+        "tokenize": [paths.item_embeddings, *_collaborative_inputs(paths, config)],
         "train": [paths.semantic_ids, paths.train_split, paths.train_windows, *splits, *dense],
         "evaluate": [paths.best_model, paths.semantic_ids, paths.train_split, *splits, *dense],
-        "baseline": [paths.items, paths.semantic_ids, paths.train_split, *splits],
+        "baseline": [
+            paths.items,
+            paths.semantic_ids,
+            paths.train_split,
+            paths.train_windows,
+            *splits,
+        ],
     }[stage]
 
 
@@ -264,8 +278,14 @@ def run_stage(stage: str, config: JobConfig, force: bool = False) -> dict[str, A
     return summary
 
 
+def baseline_config(config: JobConfig, model: str) -> JobConfig:
+    """`config` with `baseline.model` set to `model`."""
+    return replace_section(config, "baseline", model=model)
+
+
 def run_all(config: JobConfig, force: bool = False) -> list[dict[str, Any]]:
-    """Every stage in order; stages not available in this version are reported and skipped."""
+    """Every stage in order, then the baselines of `baseline.in_run`; stages not available in
+    this version are reported and skipped."""
     summaries = []
     for stage in STAGES:
         try:
@@ -273,5 +293,8 @@ def run_all(config: JobConfig, force: bool = False) -> list[dict[str, Any]]:
         except StageUnavailableError as err:
             log.warning("%s", err)
             summaries.append({"stage": stage, "unavailable": True})
-            break
+            return summaries
+    for model in config.baseline.in_run:
+        summary = run_stage("baseline", baseline_config(config, model), force=force)
+        summaries.append({**summary, "stage": f"baseline ({model})"})
     return summaries

@@ -31,8 +31,17 @@ def write_results(config: JobConfig, summaries: list[dict[str, Any]]) -> dict[st
         "train": _read_json(paths.train_metrics),
         "evaluate": _read_json(paths.eval_metrics),
     }
+    baselines = {}
+    for model in config.baseline.in_run:
+        path = paths.root / "baselines" / model / "metrics.json"
+        paths.fetch(path)
+        baselines[model] = _read_json(path)
+    results["baselines"] = {k: v for k, v in baselines.items() if v}
     if results["evaluate"]:
         results["model_vs_popularity"] = model_vs_popularity(results["evaluate"])
+        for model, metrics in results["baselines"].items():
+            floor = results["evaluate"].get("popularity", {})
+            results[f"{model}_vs_popularity"] = _ratios(metrics.get("test", {}), floor)
     write_json_atomic(paths.results_json, results)
     paths.results_md.write_text(render_markdown(results))
     paths.publish(paths.results_json, paths.results_md)
@@ -40,13 +49,18 @@ def write_results(config: JobConfig, summaries: list[dict[str, Any]]) -> dict[st
     return results
 
 
+def _ratios(values: dict[str, float], floor: dict[str, float]) -> dict[str, float | None]:
+    return {
+        key: (values[key] / floor[key] if floor.get(key) else None)
+        for key in floor
+        if key in values
+    }
+
+
 def model_vs_popularity(metrics: dict[str, Any]) -> dict[str, float | None]:
     """Model metric / popularity metric on the popularity split (None where the floor is 0)."""
     model = metrics.get(metrics.get("popularity_split", "test"), {})
-    floor = metrics.get("popularity", {})
-    return {
-        key: (model[key] / floor[key] if floor.get(key) else None) for key in floor if key in model
-    }
+    return _ratios(model, metrics.get("popularity", {}))
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -74,15 +88,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [f"- {key}: {stats[key]}" for key in ("users", "items", "interactions")]
     metrics = results.get("evaluate")
     if metrics:
-        lines += ["", "## Metrics: model vs most-popular floor", "", metrics_table(metrics), ""]
+        baselines = results.get("baselines") or {}
+        lines += ["", "## Metrics: model vs most-popular floor", ""]
+        lines += [metrics_table(metrics, baselines), ""]
         lines.append(ranked_list_note(metrics["decode"]))
-        ratios = results.get("model_vs_popularity") or {}
-        if ratios.get("recall@10") and ratios.get("ndcg@10"):
-            lines += [
-                "",
-                f"Model / popularity: recall@10 x{ratios['recall@10']:.2f}, "
-                f"ndcg@10 x{ratios['ndcg@10']:.2f}.",
-            ]
+        mode = metrics.get("ranking", {}).get("mode", "generative")
+        for name, key in (
+            (f"Model ({mode})", "model_vs_popularity"),
+            *((f"{model}", f"{model}_vs_popularity") for model in baselines),
+        ):
+            ratios = results.get(key) or {}
+            if ratios.get("recall@10") and ratios.get("ndcg@10"):
+                lines += [
+                    "",
+                    f"{name} / popularity: recall@10 x{ratios['recall@10']:.2f}, "
+                    f"ndcg@10 x{ratios['ndcg@10']:.2f}.",
+                ]
         lines += [
             "",
             f"- evaluation users/s: {metrics['users_per_s']:.1f}",

@@ -102,6 +102,45 @@ def test_sasrec_learns_a_predictable_next_item() -> None:
     assert result.best_valid["recall@1"] == 1.0
 
 
+def test_sasrec_whole_sequence_loss_equals_one_pass_per_prefix() -> None:
+    """Every position of one causal pass over a window scores the next item exactly as the
+    model scores that prefix alone at inference (positions counted from the first item)."""
+    torch.manual_seed(0)
+    model = SASRec(12, max_history=5, d_model=8, num_layers=2, num_attention_heads=2, dropout=0,
+                   whole_sequence=True).eval()  # fmt: skip
+    windows = [np.array([3, 1, 4, 7, 5, 9]), np.array([2, 6, 8])]
+    terms = []
+    with torch.no_grad():
+        for window in windows:
+            for end in range(1, len(window)):
+                # a prefix decoded beside a longer one is left-padded: same logits
+                logits = model(torch.tensor([[12] * (5 - end) + list(window[:end])]))
+                terms.append(torch.nn.functional.cross_entropy(logits, torch.tensor([window[end]])))
+        whole = model.loss(windows)
+    assert float(whole) == pytest.approx(float(torch.stack(terms).mean()), rel=1e-5)
+    per_prefix = SASRec(12, 5, 8, 2, 2, 0)  # positions from the end: a different model
+    per_prefix.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(
+            per_prefix(torch.tensor([[3, 1, 4]])), model(torch.tensor([[3, 1, 4]]))
+        )
+
+
+def test_sasrec_learns_a_predictable_next_item_from_windows() -> None:
+    torch.manual_seed(0)
+    sequences = cyclic_sequences()
+    windows = [s[:-2] for s in sequences]  # prepare's windows: the training items of each user
+    offsets = np.concatenate([[0], np.cumsum([len(w) for w in windows])]).astype(np.int64)
+    samples = SampleSet(offsets=offsets, items=np.concatenate(windows).astype(np.int64),
+                        windows=True)  # fmt: skip
+    valid = ([np.array(s[-6:-2]) for s in sequences], np.array([s[-2] for s in sequences]))
+    model = SASRec(NUM_ITEMS, 6, d_model=16, num_layers=1, num_attention_heads=2, dropout=0,
+                   whole_sequence=True)  # fmt: skip
+    result = fit(model, samples, valid, lr=1e-2, batch_size=4, max_epochs=15, patience=15,
+                 top_k=10, seed=0, eval_batch_size=64)  # fmt: skip
+    assert result.best_valid["recall@1"] == 1.0
+
+
 # --- TIGER constrained beam search ------------------------------------------------------------
 
 
@@ -247,6 +286,25 @@ def test_stage_end_to_end(tmp_path: Path, model: str) -> None:
     )
     # the next item is always the previous + 1: both baselines find it for most test users
     assert written["test"]["recall@10"] >= 0.8, written["test"]
+
+
+@pytest.mark.timeout(120)
+def test_stage_trains_sasrec_on_the_training_windows(tmp_path: Path) -> None:
+    build_run_dir(tmp_path, max_history=4)
+    windows = [s[max(0, end - 5) : end] for s in cyclic_sequences() for end in (SEQ_LEN - 2,)]
+    folder = tmp_path / "prepare" / "splits" / "train_windows"
+    folder.mkdir(parents=True)
+    table = pa.table({"user_id": pa.array(range(NUM_USERS), pa.int64()),
+                      "items": pa.array(windows, pa.list_(pa.int64()))})  # fmt: skip
+    pq.write_table(table, folder / "part-00000.parquet")
+    config = replace_section(stage_config(tmp_path, "sasrec"), "baseline", whole_sequence=True,
+                             batch_size=4)  # fmt: skip
+    run_baseline(config)
+    written = json.loads((tmp_path / "baselines" / "sasrec" / "metrics.json").read_text())
+    assert written["test"]["recall@10"] >= 0.8, written["test"]
+    (folder / "part-00000.parquet").unlink()  # it reads the windows, not the prefixes
+    with pytest.raises(ArtifactError, match="train_windows"):
+        run_baseline(config)
 
 
 @pytest.mark.timeout(120)

@@ -18,7 +18,7 @@ from distributed_rec.decode.recommend import recommend
 from distributed_rec.model import DenseItems, build_mask_predictor, masking
 from distributed_rec.model.dense import DenseRetrieval
 from distributed_rec.model.losses import Normalisers
-from distributed_rec.model.objectives import dense_loss_sum, masked_pass, objective_terms
+from distributed_rec.model.objectives import masked_pass, objective_terms, query_loss_sums
 from distributed_rec.model.vocab import encode_sequences, encode_windows, mask_token, pad_token
 from distributed_rec.model.whole_sequence import per_item_losses, whole_sequence_terms
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
@@ -107,7 +107,7 @@ def test_whole_sequence_dense_term_equals_the_per_prefix_term(seed):
         for row, window in enumerate(WINDOWS):
             for end in range(1, len(window)):
                 tokens, is_pad = encode_sequences([window[: end + 1]], CODES, K)
-                expected = dense_loss_sum(model, tokens, is_pad)
+                expected = query_loss_sums(model, tokens, is_pad, ["dense"])["dense"]
                 assert float(sums["dense"][row, end]) == pytest.approx(float(expected), rel=1e-5)
         # the generative terms still equal the per-prefix ones with the text input on
         tokens, is_pad = encode_sequences([WINDOWS[0]], CODES, K)
@@ -145,7 +145,7 @@ def test_dense_terms_are_means_over_targets_in_both_objectives():
     norm = Normalisers(target_tokens=len(WINDOWS) * M, real_tokens=int((~is_pad).sum()))
     with torch.no_grad():
         prefix_terms = objective_terms(prefix_model, tokens, is_pad, prefix_noise, prefix_cfg, norm)
-        dense = dense_loss_sum(prefix_model, tokens, is_pad) / len(WINDOWS)
+        dense = query_loss_sums(prefix_model, tokens, is_pad, ["dense"])["dense"] / len(WINDOWS)
     assert float(prefix_terms["dense"]) == pytest.approx(float(dense), rel=1e-6)
 
 

@@ -21,7 +21,7 @@ from distributed_rec.baselines.train import evaluate, fit, summary_of
 from distributed_rec.config import JobConfig
 from distributed_rec.errors import ArtifactError, DataError
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
-from distributed_rec.train.data import read_eval_split, read_samples
+from distributed_rec.train.data import read_eval_split, read_samples, read_windows
 from distributed_rec.train.loop import resolve_device
 from distributed_rec.train.validate import sample_users
 
@@ -44,6 +44,11 @@ def _check_item_ids(name: Path, item_ids: np.ndarray, num_items: int) -> None:
         raise DataError(name, f"item id {bad} is outside 0..{num_items - 1} of items.parquet")
 
 
+def windowed(config: JobConfig) -> bool:
+    """Whether the baseline trains on whole windows (SASRec with baseline.whole_sequence)."""
+    return config.baseline.model == "sasrec" and config.baseline.whole_sequence
+
+
 def build_baseline(config: JobConfig, num_items: int) -> nn.Module:
     """A freshly initialised baseline of kind `config.baseline.model`."""
     cfg, max_history = config.baseline, config.data.max_history
@@ -55,6 +60,7 @@ def build_baseline(config: JobConfig, num_items: int) -> nn.Module:
             cfg.num_layers,
             cfg.num_attention_heads,
             cfg.dropout,
+            whole_sequence=cfg.whole_sequence,
         )
     paths = RunPaths.of(config.run_dir)
     table = SemanticIdTable.read(paths.semantic_ids)
@@ -84,8 +90,12 @@ def run_baseline(config: JobConfig) -> dict[str, Any]:
     paths = RunPaths.of(config.run_dir)
     cfg, max_history, top_k = config.baseline, config.data.max_history, config.decode.top_k
     num_items = _num_items(paths)
-    samples = read_samples(paths.train_split, max_history)
-    _check_item_ids(paths.train_split, samples.items, num_items)
+    if windowed(config):
+        samples = read_windows(paths.train_windows, max_history + 1)
+        _check_item_ids(paths.train_windows, samples.items, num_items)
+    else:
+        samples = read_samples(paths.train_split, max_history)
+        _check_item_ids(paths.train_split, samples.items, num_items)
     splits = {}
     for split in ("valid", "test"):
         histories, targets = read_eval_split(paths.eval_split(split), max_history)

@@ -56,6 +56,8 @@ def _chosen_positions(
 ) -> torch.Tensor:
     """bool [R, M]: the `count` positions each beam fills next under `order`."""
     filled_RM = beams.filled_RM != UNFILLED
+    if bool(((~filled_RM).sum(1) == count).all()):  # every open position: no order to choose
+        return ~filled_RM
     if order == "adaptive":  # confidence = max probability over the valid codes only
         valid_RMK = index.valid_codes(beams.filled_RM)
         priority_RMK = log_probs_RMK.masked_fill(~valid_RMK, -torch.inf)
@@ -172,8 +174,13 @@ def path_scores(
     )
     if R == 0:
         return beams.score_R
-    for _ in range(steps):
-        log_probs_RMK = _target_log_probs(scorer, beams, index.codebook_size)
+    for step in range(steps):
+        if step == 0:  # every target fully masked: one pass per user serves all its rows
+            users_V, row_V = torch.unique_consecutive(user_R, return_inverse=True)
+            first = Beams(users_V, beams.filled_RM[: len(users_V)], beams.score_R[: len(users_V)])
+            log_probs_RMK = _target_log_probs(scorer, first, index.codebook_size)[row_V]
+        else:
+            log_probs_RMK = _target_log_probs(scorer, beams, index.codebook_size)
         chosen_RM = _chosen_positions(beams, log_probs_RMK, index, order, M // steps)
         gathered_RM = log_probs_RMK.gather(2, codes_RM[..., None])[..., 0]
         beams = Beams(

@@ -44,9 +44,12 @@ def _mode_rows(metrics: dict[str, Any]) -> list[tuple[str, int | None, dict[str,
     return rows
 
 
-def metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, int | None, dict[str, float]]]:
+def metrics_rows(
+    metrics: dict[str, Any], baselines: dict[str, dict[str, Any]] | None = None
+) -> list[tuple[str, int | None, dict[str, float]]]:
     """(label, users, values) per evaluated split, per ranking mode where the model has the
-    dense head, and for the popularity baseline."""
+    dense head, for each baseline trained on the same splits (`baselines`: name -> its
+    metrics.json), and for the popularity baseline."""
     users = metrics.get("users", {})
     rows = [
         (f"{split} (model)", users.get(split), metrics[split])
@@ -54,19 +57,29 @@ def metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, int | None, dict[st
         if isinstance(metrics.get(split), dict)
     ]
     rows += _mode_rows(metrics)
+    for name, result in (baselines or {}).items():
+        for split in ("valid", "test"):
+            if isinstance(result.get(split), dict):
+                count = result.get("users", {}).get(split)
+                if split == "valid":  # its validation metrics are those of the selection sample
+                    count = result.get("valid_users_for_selection", count)
+                rows.append((f"{split} ({name})", count, result[split]))
     if isinstance(metrics.get("popularity"), dict):
         split = metrics.get("popularity_split", "test")
         rows.append((f"{split} (most popular)", users.get(split), metrics["popularity"]))
     return rows
 
 
-def metrics_table(metrics: dict[str, Any]) -> str:
-    """A Markdown table: one row per split and the popularity baseline, one column per metric."""
+def metrics_table(
+    metrics: dict[str, Any], baselines: dict[str, dict[str, Any]] | None = None
+) -> str:
+    """A Markdown table: one row per split (and ranking mode, and baseline) and the popularity
+    baseline, one column per metric."""
     lines = [
         "| split | users | " + " | ".join(METRIC_KEYS) + " |",
         "|---|---:|" + "---:|" * len(METRIC_KEYS),
     ]
-    for label, users, values in metrics_rows(metrics):
+    for label, users, values in metrics_rows(metrics, baselines):
         cells = " | ".join(f"{values[key]:.4f}" for key in METRIC_KEYS)
         lines.append(f"| {label} | {'' if users is None else users} | {cells} |")
     return "\n".join(lines)

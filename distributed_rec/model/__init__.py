@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from distributed_rec.config import ModelConfig
+from distributed_rec.model.catalog import ItemCodes
 from distributed_rec.model.dense import DenseItems, DenseRetrieval
 from distributed_rec.model.transformer import MaskPredictor
 
@@ -15,11 +18,19 @@ def build_mask_predictor(
     codebook_size: int,
     max_items: int,
     dense_items: DenseItems | None = None,
+    item_codes: np.ndarray | None = None,
 ) -> MaskPredictor:
     """A freshly initialised mask predictor; `max_items` = data.max_history + 1 (the target).
 
-    With model.dense_loss_weight > 0 it has the dense head over `dense_items` (required then).
+    With model.dense_loss_weight > 0 it has the dense head over `dense_items` (required then);
+    with model.catalog_loss_weight > 0 the catalogue of `item_codes` [I, M] (the semantic-ID
+    table's codes, required then).
     """
+    catalog = None
+    if model_cfg.catalog_loss_weight > 0:
+        if item_codes is None:
+            raise ValueError("model.catalog_loss_weight > 0 needs the items' codes")
+        catalog = ItemCodes(item_codes, codebook_size)
     dense = None
     if model_cfg.dense_loss_weight > 0:
         if dense_items is None:
@@ -43,6 +54,7 @@ def build_mask_predictor(
         dropout=model_cfg.dropout,
         attention=model_cfg.attention,
         dense=dense,
+        catalog=catalog,
     )
 
 

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distributed_rec.model.catalog import lookup_rows, tuple_keys
+
 
 @dataclass(frozen=True)
 class DenseItems:
@@ -42,13 +44,6 @@ class DenseItems:
             raise ValueError(
                 f"{len(self.codes_IM)} semantic IDs but {len(self.text_IE)} text embeddings"
             )
-
-
-def tuple_keys(codes_NM: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """int64 [N]: sum_m codes[:, m] * K^m (unique per tuple while K^M < 2^63)."""
-    M = codes_NM.shape[-1]
-    powers_M = codebook_size ** torch.arange(M, device=codes_NM.device, dtype=torch.int64)
-    return (codes_NM * powers_M).sum(-1)
 
 
 class DenseRetrieval(nn.Module):
@@ -95,13 +90,7 @@ class DenseRetrieval(nn.Module):
 
     def rows_of(self, tokens_BIM: torch.Tensor) -> torch.Tensor:
         """int64 [B, I]: the table row of each item whose M tokens are real codes, else -1."""
-        M, K = self.num_heads, self.codebook_size
-        codes = tokens_BIM - torch.arange(M, device=tokens_BIM.device) * K
-        real = ((codes >= 0) & (codes < K)).all(-1)
-        keys = tuple_keys(codes.clamp(0, K - 1), K)
-        at = torch.searchsorted(self.sorted_keys_I, keys).clamp(max=self.num_items - 1)
-        found = real & (self.sorted_keys_I[at] == keys)
-        return torch.where(found, self.row_of_sorted_I[at], -1)
+        return lookup_rows(tokens_BIM, self.sorted_keys_I, self.row_of_sorted_I, self.codebook_size)
 
     def input_embeddings(self, tokens_BL: torch.Tensor) -> torch.Tensor | None:
         """[B, L, D] to add to the token embeddings (zero on items not fully known), or None."""

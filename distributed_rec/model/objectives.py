@@ -18,7 +18,7 @@ from distributed_rec.model.whole_sequence import whole_sequence_terms
 __all__ = [
     "Normalisers",
     "TrainingObjective",
-    "dense_loss_sum",
+    "query_loss_sums",
     "masked_pass",
     "objective_terms",
 ]
@@ -41,18 +41,27 @@ def masked_pass(
     return logits_NK, codes_BL[rows, cols], rows
 
 
-def dense_loss_sum(
-    model: MaskPredictor, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor
-) -> torch.Tensor:
-    """The dense head's all-items cross-entropy of each sample's target (the last M tokens),
-    presented fully masked, summed over the B samples."""
+def query_loss_sums(
+    model: MaskPredictor, tokens_BL: torch.Tensor, is_pad_BL: torch.Tensor, names: list[str]
+) -> dict[str, torch.Tensor]:
+    """All-items cross-entropies of each sample's target (the last M tokens), presented fully
+    masked, summed over the B samples, by name: "dense" (the dense head) and "catalog" (the
+    generative catalogue scores), from one forward pass."""
     M = model.num_heads
     B, L = tokens_BL.shape
     inputs_BL = tokens_BL.clone()
     inputs_BL[:, L - M :] = mask_token(M, model.codebook_size)
     hidden_BMD = model.encode(inputs_BL, is_pad_BL, last_only=M)
-    targets_B = model.dense.rows_of(tokens_BL[:, L - M :].reshape(B, 1, M))[:, 0]
-    return F.cross_entropy(model.dense_scores(hidden_BMD), targets_B, reduction="sum")
+    targets = tokens_BL[:, L - M :].reshape(B, 1, M)
+    heads = {
+        "dense": lambda: (model.dense_scores(hidden_BMD), model.dense.rows_of(targets)),
+        "catalog": lambda: (model.catalog_scores(hidden_BMD), model.catalog.rows_of(targets)),
+    }
+    sums = {}
+    for name in names:
+        scores_BI, rows_B1 = heads[name]()
+        sums[name] = F.cross_entropy(scores_BI, rows_B1[:, 0], reduction="sum")
+    return sums
 
 
 def objective_terms(
@@ -65,8 +74,8 @@ def objective_terms(
 ) -> dict[str, torch.Tensor]:
     """Loss terms of one micro-batch, each already divided by the global-batch normaliser.
 
-    Returns {"loss": weighted total} plus "item" and "history" (llada) or "maskgr" terms, and
-    "dense" with the dense head; a term whose weight is 0 is skipped (no forward pass). Summing "loss" over all micro-batches of all
+    Returns {"loss": weighted total} plus "item" and "history" (llada) or "maskgr" terms,
+    "dense" with the dense head and "catalog" with the catalogue loss; a term whose weight is 0 is skipped (no forward pass). Summing "loss" over all micro-batches of all
     processes gives the global-batch loss.
     """
     M, L = model.num_heads, tokens_BL.shape[1]
@@ -90,9 +99,12 @@ def objective_terms(
         loss_sum = losses.rate_weighted_loss_sum(logits_NK, codes_N, rate_BL[mask_BL])
         terms["history"] = loss_sum / norm.real_tokens
         total = total + model_cfg.history_loss_weight * terms["history"]
-    if model_cfg.dense_loss_weight > 0:
-        terms["dense"] = dense_loss_sum(model, tokens_BL, is_pad_BL) / (norm.target_tokens / M)
-        total = total + model_cfg.dense_loss_weight * terms["dense"]
+    weights = {"dense": model_cfg.dense_loss_weight, "catalog": model_cfg.catalog_loss_weight}
+    names = [name for name, weight in weights.items() if weight > 0]
+    if names:
+        for name, loss_sum in query_loss_sums(model, tokens_BL, is_pad_BL, names).items():
+            terms[name] = loss_sum / (norm.target_tokens / M)
+            total = total + weights[name] * terms[name]
     terms["loss"] = total
     return terms
 

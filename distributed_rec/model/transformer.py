@@ -17,6 +17,7 @@ from distributed_rec.model.attention import (
     sequence_slots,
     within_item_mask,
 )
+from distributed_rec.model.catalog import ItemCodes
 from distributed_rec.model.dense import DenseRetrieval
 from distributed_rec.model.kv_cache import HistoryCache, cached_attention
 from distributed_rec.model.vocab import vocab_size
@@ -176,7 +177,8 @@ class MaskPredictor(nn.Module):
 
     With a `dense` module (MaskGR's dense retrieval, `dense.py`) every fully known item's text
     embedding is added to its token embeddings, and `dense_scores` scores every item from the
-    hidden states of a fully masked target.
+    hidden states of a fully masked target. With a `catalog` (`catalog.py`), `catalog_scores`
+    scores every item by the sum of its code logits (the one-step beam score, up to a constant).
     """
 
     def __init__(
@@ -191,6 +193,7 @@ class MaskPredictor(nn.Module):
         dropout: float,
         attention: str = "bidirectional",
         dense: DenseRetrieval | None = None,
+        catalog: ItemCodes | None = None,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -207,6 +210,7 @@ class MaskPredictor(nn.Module):
         self.norm = RMSNorm(d_model)
         self.heads = PositionHeads(num_heads, codebook_size, d_model)
         self.dense = dense
+        self.catalog = catalog
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -329,6 +333,13 @@ class MaskPredictor(nn.Module):
         if self.dense is None:
             raise ValueError("this model has no dense retrieval head (model.dense_loss_weight=0)")
         return self.dense.scores(hidden_BMD)
+
+    def catalog_scores(self, hidden_BMD: torch.Tensor) -> torch.Tensor:
+        """float32 [B, I] generative scores of every item (table rows) from a fully masked
+        target's hidden states [B, M, D]: sum_m of the item's code logit at position m."""
+        if self.catalog is None:
+            raise ValueError("this model has no catalogue (model.catalog_loss_weight=0)")
+        return self.catalog.item_logits(self.head(hidden_BMD))
 
     def head(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
         """Scores of the K codes of each position's codebook: [B, L, K]."""

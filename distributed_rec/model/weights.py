@@ -78,6 +78,7 @@ def load_best_model(config: JobConfig, device: str = "cpu") -> MaskPredictor:
         table.codebook_size,
         config.data.max_history + 1,
         dense_items_for(config, table),
+        table.codes,
     )
     try:
         model.load_state_dict(state, strict=True)

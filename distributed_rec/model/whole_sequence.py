@@ -19,6 +19,9 @@ How the per-prefix terms map onto it (docs/training.md, "Whole-sequence training
   the QUERY stream (attending the clean items before it, as decoding presents a target), and the
   dense head's all-items cross-entropy of its hidden states is summed per item; normaliser: the
   targets of the global batch (target tokens / M), as in the per-prefix objective.
+- Catalogue loss (model.catalog_loss_weight > 0): from the same QUERY hidden states, the
+  cross-entropy of the softmax over every item of its summed code logits (`catalog.py`), with
+  the same normaliser.
 
 Legend: B windows, N items (longest window), M positions, K codes, T layout tokens, D width.
 """
@@ -54,7 +57,7 @@ def _streams(model_cfg: ModelConfig) -> tuple[int, ...]:
         streams.append(TARGET)
     if model_cfg.objective != "maskgr" and model_cfg.history_loss_weight > 0:
         streams.append(CONTEXT)
-    if model_cfg.dense_loss_weight > 0:
+    if model_cfg.dense_loss_weight > 0 or model_cfg.catalog_loss_weight > 0:
         streams.append(QUERY)
     if TARGET in streams or QUERY in streams:
         streams.append(CLEAN)
@@ -118,28 +121,38 @@ def per_item_losses(
         sums_BN = torch.zeros(B, N, dtype=torch.float32, device=device)
         sums[names[stream]] = sums_BN.index_put((rows, items), weighted_P, accumulate=True)
     if QUERY in streams:
-        sums["dense"] = _dense_sums(model, hidden_BTD, layout, windows_BNM, is_real_BN)
+        sums.update(_query_sums(model, hidden_BTD, layout, windows_BNM, is_real_BN, model_cfg))
     return sums
 
 
-def _dense_sums(
+def _query_sums(
     model: MaskPredictor,
     hidden_BTD: torch.Tensor,
     layout: BlockLayout,
     windows_BNM: torch.Tensor,
     is_real_BN: torch.Tensor,
-) -> torch.Tensor:
-    """float32 [B, N]: the dense head's cross-entropy of each item >= 1 from its QUERY copy."""
+    model_cfg: ModelConfig,
+) -> dict[str, torch.Tensor]:
+    """float32 [B, N] each: the all-items cross-entropies of each item >= 1 from its QUERY copy:
+    "dense" (the dense head) and "catalog" (the generative catalogue scores), as configured."""
     B, N, M = windows_BNM.shape
     select_BNM = is_real_BN[..., None].expand(B, N, M).clone()
     select_BNM[:, 0] = False
     rows, columns, items = stream_positions(layout, QUERY, select_BNM)
     hidden_PMD = hidden_BTD[rows, columns].view(-1, M, hidden_BTD.shape[-1])
     rows_P, items_P = rows[::M], items[::M]
-    targets_P = model.dense.rows_of(windows_BNM[rows_P, items_P][:, None])[:, 0]
-    ce_P = F.cross_entropy(model.dense_scores(hidden_PMD), targets_P, reduction="none")
-    sums_BN = torch.zeros(B, N, dtype=torch.float32, device=windows_BNM.device)
-    return sums_BN.index_put((rows_P, items_P), ce_P, accumulate=True)
+    targets = windows_BNM[rows_P, items_P][:, None]
+    scorers = {}
+    if model_cfg.dense_loss_weight > 0:
+        scorers["dense"] = (model.dense_scores, model.dense.rows_of)
+    if model_cfg.catalog_loss_weight > 0:
+        scorers["catalog"] = (model.catalog_scores, model.catalog.rows_of)
+    sums = {}
+    for name, (scores, rows_of) in scorers.items():
+        ce_P = F.cross_entropy(scores(hidden_PMD), rows_of(targets)[:, 0], reduction="none")
+        sums_BN = torch.zeros(B, N, dtype=torch.float32, device=windows_BNM.device)
+        sums[name] = sums_BN.index_put((rows_P, items_P), ce_P, accumulate=True)
+    return sums
 
 
 def whole_sequence_terms(
@@ -165,6 +178,9 @@ def whole_sequence_terms(
     if "dense" in sums:
         terms["dense"] = sums["dense"].sum() / (norm.target_tokens / model.num_heads)
         total = total + model_cfg.dense_loss_weight * terms["dense"]
+    if "catalog" in sums:
+        terms["catalog"] = sums["catalog"].sum() / (norm.target_tokens / model.num_heads)
+        total = total + model_cfg.catalog_loss_weight * terms["catalog"]
     if "item" in sums:
         terms["item"] = sums["item"].sum() / norm.target_tokens
         total = total + model_cfg.item_loss_weight * terms["item"]

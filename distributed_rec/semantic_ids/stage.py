@@ -12,13 +12,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
 from distributed_rec.artifacts import RunPaths, write_json_atomic
 from distributed_rec.config import TokenizerConfig
 from distributed_rec.embed.stage import read_embeddings
-from distributed_rec.errors import DistributedRecError
+from distributed_rec.errors import ArtifactError, DistributedRecError
 from distributed_rec.semantic_ids.base import Tokenizer, code_statistics, collision_rate
+from distributed_rec.semantic_ids.collaborative import (
+    Sequences,
+    collaborative_vectors,
+    fuse_features,
+)
 from distributed_rec.semantic_ids.collisions import make_unique, rebalance_last_head
 from distributed_rec.semantic_ids.faiss_tokenizers import OPQTokenizer, ResidualKMeansTokenizer
 from distributed_rec.semantic_ids.id_table import SemanticIdTable
@@ -108,17 +115,77 @@ def _tokenize(
     return tokenizer, codes, metrics
 
 
+def training_sequences(paths: RunPaths, item_ids: np.ndarray) -> Sequences:
+    """The train windows of prepare (each user's training sequence: never a valid or test
+    target) with item ids mapped to rows of the sorted `item_ids`."""
+    files = sorted(paths.train_windows.glob("part-*.parquet"))
+    if not files:
+        raise ArtifactError(f"{paths.train_windows} has no windows: run the prepare stage first")
+    column = pq.read_table(files, columns=["items"])["items"].combine_chunks()
+    if column.null_count:
+        raise ArtifactError(f"{paths.train_windows}: a null window; re-run the prepare stage")
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    items = pc.cast(column.flatten(), "int64").to_numpy()
+    rows = np.searchsorted(item_ids, items)
+    known = (rows < len(item_ids)) & (item_ids[rows.clip(max=len(item_ids) - 1)] == items)
+    if not known.all():
+        missing = int(items[~known][0])
+        raise ArtifactError(
+            f"{paths.train_windows}: item {missing} has no embedding in {paths.item_embeddings}; "
+            "re-run the embed stage"
+        )
+    return Sequences(offsets=offsets, items=rows)
+
+
+def item_features(
+    config: TokenizerConfig, paths: RunPaths, item_ids: np.ndarray, text_ND: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The vectors the tokenizer quantises, float32 [N, F], by `tokenize.features`, and what
+    describes them (dimensions, items without a training occurrence)."""
+    if config.features == "text":
+        return text_ND, {"features": "text", "feature_dim": int(text_ND.shape[1])}
+    sequences = training_sequences(paths, item_ids)
+    collaborative, seen = collaborative_vectors(
+        sequences,
+        len(item_ids),
+        config.collaborative_dim,
+        config.collaborative_window,
+        config.seed,
+    )
+    text = text_ND if config.features == "text+collaborative" else None
+    fused = fuse_features(text, collaborative, config.collaborative_share)
+    unseen = int((~seen).sum())
+    if unseen:
+        log.warning(
+            "tokenize: %d of %d items never occur in the training split; their collaborative "
+            "vector is 0 (%s)",
+            unseen,
+            len(item_ids),
+            "their text places them" if text is not None else "only collisions separate them",
+        )
+    info = {
+        "features": config.features,
+        "feature_dim": int(fused.shape[1]),
+        "collaborative_dim": config.collaborative_dim,
+        "items_without_training_occurrence": unseen,
+    }
+    return fused, info
+
+
 def run_tokenize(config: Any) -> dict[str, Any]:
-    """Train the configured tokenizer on every item's embedding and write the ID table."""
+    """Train the configured tokenizer on every item's features and write the ID table."""
     from torch.utils.tensorboard import SummaryWriter
 
     paths = RunPaths.of(config.run_dir)
     item_ids, embeddings = read_embeddings(paths.item_embeddings)
     order = np.argsort(item_ids, kind="stable")
     item_ids, embeddings = item_ids[order], embeddings[order]
+    embeddings, feature_info = item_features(config.tokenize, paths, item_ids, embeddings)
     writer = SummaryWriter(str(paths.tensorboard("tokenize")))
     try:
         tokenizer, codes, metrics = tokenize(embeddings, config.tokenize, writer)
+        metrics.update(feature_info)
         for key in ("collision_rate_before", "collision_rate_after", "recon_mse"):
             writer.add_scalar(f"tokenize/final_{key}", metrics[key], 0)
     finally:

@@ -125,6 +125,7 @@ class Trainer:
             self.table.codebook_size,
             self.max_items,
             dense_items_for(config, self.table),
+            self.table.codes,
         )
         self.num_parameters = count_parameters(model)
         objective = TrainingObjective(model, config.model, self.whole_sequence).to(self.device)
