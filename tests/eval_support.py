@@ -94,6 +94,6 @@ def build_run_dir(config: JobConfig, seed: int = 0) -> None:
         write_embeddings(paths.item_embeddings, vectors, {"model": "random"})
     torch.manual_seed(seed)
     model = build_mask_predictor(
-        config.model, M, K, config.data.max_history + 1, dense_items_for(config, table)
+        config.model, M, K, config.data.max_history + 1, dense_items_for(config, table), codes
     )
     save_best_model(model, paths.best_model)

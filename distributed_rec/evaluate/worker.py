@@ -73,6 +73,49 @@ def _record_attempt(split: str, shard: int, node: str | None) -> None:
         time.sleep(1.0)
 
 
+def decode_lists(
+    config: JobConfig,
+    model: MaskPredictor,
+    table: SemanticIdTable,
+    index: ValidIdIndex,
+    histories: list[np.ndarray],
+    beam_size: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """The generative lists int64 [U, K] of `histories` under `config.decode` with `beam_size`
+    beams and, for a model with the dense head, the dense lists and the hybrid candidates with
+    both scores ("dense", "candidates", "generative_scores", "dense_scores"; else None)."""
+    decode = config.decode
+    scoring = model_scoring(model, decode.precision, config.cached_decoding)
+    search = {
+        "beam_size": beam_size,
+        "steps": decode.steps,
+        "order": decode.order,
+        "top_k": decode.top_k,
+        "batch_size": config.evaluate.batch_size,
+        "index": index,
+        "exclude_history": decode.exclude_history,
+    }
+    if model.dense is None:
+        return recommend(scoring, histories, table, **search), None
+    outputs = rank_with_dense(
+        model,
+        scoring,
+        histories,
+        table,
+        dense_candidates=decode.dense_candidates,
+        cached=config.cached_decoding,
+        precision=decode.precision,
+        **search,
+    )
+    extra = {
+        "dense": outputs.dense_UK,
+        "candidates": outputs.candidates_UC,
+        "generative_scores": outputs.generative_UC,
+        "dense_scores": outputs.dense_UC,
+    }
+    return outputs.generative_UK, extra
+
+
 def decode_shard(
     config: JobConfig, split: str, shard: int, rows: np.ndarray, crash_marker: str = ""
 ) -> dict[str, Any]:
@@ -88,38 +131,9 @@ def decode_shard(
     paths.fetch(paths.eval_split(split), paths.semantic_ids, paths.best_model, *dense)
     users = read_split_rows(paths.eval_split(split), rows, config.data.max_history)
     model, table, index = load_for_decoding(config)
-    decode = config.decode
-    scoring = model_scoring(model, decode.precision, config.cached_decoding)
-    search = {
-        "beam_size": beam_size_for(config, split),
-        "steps": decode.steps,
-        "order": decode.order,
-        "top_k": decode.top_k,
-        "batch_size": config.evaluate.batch_size,
-        "index": index,
-        "exclude_history": decode.exclude_history,
-    }
-    extra = None
-    if model.dense is None:
-        ranked_UK = recommend(scoring, users.histories, table, **search)
-    else:
-        outputs = rank_with_dense(
-            model,
-            scoring,
-            users.histories,
-            table,
-            dense_candidates=decode.dense_candidates,
-            cached=config.cached_decoding,
-            precision=decode.precision,
-            **search,
-        )
-        ranked_UK = outputs.generative_UK
-        extra = {
-            "dense": outputs.dense_UK,
-            "candidates": outputs.candidates_UC,
-            "generative_scores": outputs.generative_UC,
-            "dense_scores": outputs.dense_UC,
-        }
+    ranked_UK, extra = decode_lists(
+        config, model, table, index, users.histories, beam_size_for(config, split)
+    )
     path = shard_path(paths.predictions(split), shard)
     write_predictions(path, users, ranked_UK, extra)
     paths.publish(path)  # the driver may run on another machine
