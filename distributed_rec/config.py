@@ -406,6 +406,10 @@ class DecodeConfig:
     w on the validation split (NDCG@K over `hybrid_grid` steps of 0..1) and applies it to test."""
     hybrid_grid: int = 20
     """Hybrid ranking: w is chosen among 0, 1/n, ..., 1."""
+    dense_prior_weight: float = 0.0
+    """Dense-guided beam (needs the dense head): while beams are pruned (every step but the last),
+    a partial ID is kept by its generative score plus this weight times the best dense log-prob
+    among the items it can still become; lists and scores stay generative. 0 disables."""
     valid_ranking: str = "auto"
     """Ranking mode that validation during training decodes and selects the best epoch on:
     'auto' (= decode.ranking) or one of RANKINGS. 'dense' needs no beam search (one forward pass
@@ -422,6 +426,7 @@ class DecodeConfig:
         _check_choice("decode.valid_ranking", self.valid_ranking, ("auto", *RANKINGS))
         _check_positive("decode.dense_candidates", self.dense_candidates, allow_zero=True)
         _check_positive("decode.hybrid_grid", self.hybrid_grid)
+        _check_positive("decode.dense_prior_weight", self.dense_prior_weight, allow_zero=True)
         if self.hybrid_weight > 1:
             raise ConfigError(f"decode.hybrid_weight={self.hybrid_weight!r} must be <= 1")
         _check_choice("decode.precision", self.precision, PRECISIONS)
@@ -561,6 +566,11 @@ class JobConfig:
                 raise ConfigError(
                     f"{key}={ranking!r} needs the dense head: set model.dense_loss_weight > 0"
                 )
+        if self.decode.dense_prior_weight > 0 and self.model.dense_loss_weight == 0:
+            raise ConfigError(
+                "decode.dense_prior_weight > 0 guides the beam by the dense head: set "
+                "model.dense_loss_weight > 0"
+            )
         if self.tokenize.num_heads % self.decode.steps:
             raise ConfigError(
                 f"decode.steps={self.decode.steps} must divide "

@@ -43,13 +43,16 @@ STAGE_CONFIG_KEYS = {
     "train": [
         "model",
         "train",
+        # validation's decoding and ranking mode select the best epoch
         "decode.valid_beam_size",
-        # validation's ranking mode selects the best epoch
+        "decode.steps",
+        "decode.order",
         "decode.ranking",
         "decode.valid_ranking",
         "decode.dense_candidates",
         "decode.hybrid_weight",
         "decode.hybrid_grid",
+        "decode.dense_prior_weight",
         "decode.exclude_history",
         "decode.cache_history",
         "data.max_history",

@@ -242,3 +242,59 @@ def test_decode_precision_auto_follows_native_bf16(monkeypatch) -> None:
     for native in (True, False):
         monkeypatch.setattr(recommend_module, "has_native_bf16", lambda device, n=native: n)
         assert recommend_module.decode_uses_bf16("auto", "cpu") is native
+
+
+def test_best_consistent_is_the_max_over_matching_items() -> None:
+    table = make_table(seed=4)
+    index = ValidIdIndex(table)
+    rng = np.random.default_rng(0)
+    values_UN = torch.tensor(rng.normal(size=(3, N)), dtype=torch.float32)
+    partial, users, expected = [], [], []
+    for _ in range(60):
+        item = int(rng.integers(N))
+        keep = rng.random(M) < 0.5
+        codes = np.where(keep, table.codes[item], -1)
+        if rng.random() < 0.1:  # a partial ID of no item
+            codes = np.where(keep, (table.codes[item] + 1) % K, -1)
+        user = int(rng.integers(3))
+        agree = np.all((codes < 0) | (table.codes == codes), axis=1)
+        partial.append(codes)
+        users.append(user)
+        expected.append(values_UN[user, agree].max().item() if agree.any() else -np.inf)
+    best = index.best_consistent(
+        torch.tensor(np.array(partial)), torch.tensor(users), values_UN
+    ).numpy()
+    np.testing.assert_allclose(best, expected)
+
+
+def test_dense_prior_guides_pruning_but_not_the_scores() -> None:
+    from distributed_rec.decode.beam_search import beam_search
+    from distributed_rec.decode.scoring import full_pass as scoring_of
+
+    model, table = BagModel(seed=5), make_table(seed=5)
+    index = ValidIdIndex(table)
+    tokens, is_pad = encode_histories_for_decoding(HISTORIES, table.dense_codes(N), K)
+    scorer = scoring_of(model)(tokens, is_pad)
+    prior_UN = torch.tensor(np.random.default_rng(1).normal(size=(len(HISTORIES), N)) * 5)
+    args = dict(beam_size=1, steps=4, order="adaptive", top_k=N)
+    plain, plain_scores = beam_search(scorer, len(HISTORIES), index, **args)
+    same, _ = beam_search(
+        scorer, len(HISTORIES), index, prior_UN=prior_UN, prior_weight=0.0, **args
+    )
+    assert torch.equal(plain, same)
+    guided, guided_scores = beam_search(
+        scorer, len(HISTORIES), index, prior_UN=prior_UN, prior_weight=1e4, **args
+    )
+    # greedy pruning led by a dominant prior keeps the path to each user's best-prior item
+    assert not torch.equal(plain, guided)
+    for user in range(len(HISTORIES)):
+        assert int(prior_UN[user].argmax()) in guided[user].tolist()
+    # the returned list is ranked by generative scores, which the prior leaves alone
+    finite = torch.isfinite(guided_scores)
+    assert (guided_scores[:, :-1][finite[:, 1:]] >= guided_scores[:, 1:][finite[:, 1:]]).all()
+    full, full_scores = beam_search(scorer, len(HISTORIES), index, **{**args, "beam_size": N})
+    for user in range(len(HISTORIES)):
+        by_item = dict(zip(full[user].tolist(), full_scores[user].tolist(), strict=True))
+        for item, score in zip(guided[user].tolist(), guided_scores[user].tolist(), strict=True):
+            if item >= 0:
+                assert score == pytest.approx(by_item[item], abs=1e-5)

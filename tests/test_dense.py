@@ -328,6 +328,10 @@ def test_dense_ranking_needs_the_dense_head():
         load_config(None, ["--decode.valid_ranking=dense"])
     with pytest.raises(ConfigError, match="decode.valid_ranking"):
         load_config(None, ["--decode.valid_ranking=greedy"])
+    with pytest.raises(ConfigError, match="decode.dense_prior_weight > 0 guides the beam"):
+        load_config(None, ["--decode.dense_prior_weight=0.5"])
+    with pytest.raises(ConfigError, match="decode.dense_prior_weight=-1"):
+        load_config(None, ["--model.dense_loss_weight=1", "--decode.dense_prior_weight=-1"])
     dense = ["--model.dense_loss_weight=1", "--decode.ranking=hybrid"]
     assert load_config(None, dense).validation_ranking == "hybrid"
     chosen = load_config(None, [*dense, "--decode.valid_ranking=dense"])

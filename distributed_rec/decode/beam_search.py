@@ -87,11 +87,14 @@ def _expand(
     index: ValidIdIndex,
     keep: int,
     excluded_UH: torch.Tensor | None = None,
+    guide: tuple[torch.Tensor, float] | None = None,
 ) -> Beams:
     """Fill the chosen positions jointly with every distinct valid tuple; keep the best per user.
 
     `excluded_UH` (item ids, -1 padding) drops complete candidates that are one of their user's
     excluded items; pass it only at the last step, where every candidate is a whole item.
+    `guide` = (prior_UN, weight): candidates are kept by score + weight * the best prior of an
+    item they can still become (their scores stay generative).
     """
     M = chosen_RM.shape[1]
     filled_RM = beams.filled_RM != UNFILLED
@@ -107,7 +110,11 @@ def _expand(
         item_P = index.items_of(new_filled_PM)
         allowed = ~(excluded_UH[user_P] == item_P[:, None]).any(1)
         user_P, new_filled_PM, score_P = user_P[allowed], new_filled_PM[allowed], score_P[allowed]
-    best = _grouped_top(user_P, score_P, keep)
+    priority_P = score_P
+    if guide is not None:
+        prior_UN, weight = guide
+        priority_P = score_P + weight * index.best_consistent(new_filled_PM, user_P, prior_UN)
+    best = _grouped_top(user_P, priority_P, keep)
     return Beams(user_P[best], new_filled_PM[best], score_P[best])
 
 
@@ -121,12 +128,17 @@ def beam_search(
     order: str,
     top_k: int,
     excluded_UH: torch.Tensor | None = None,
+    prior_UN: torch.Tensor | None = None,
+    prior_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranked items int64 [U, top_k] and their fp32 scores [U, top_k] (-1 / -inf padding).
 
     `scorer` scores the targets of the `num_users` users it was started for (`scoring.py`), on
     the index's device. `excluded_UH` int64 [U, H] lists items (-1 padding) that must not
-    appear in user u's list.
+    appear in user u's list. A prior over items (`prior_UN` [U, N] by table row, e.g. dense
+    log-probabilities) with `prior_weight` > 0 guides the pruning of every step but the last:
+    a partial ID is kept by its score plus `prior_weight` times the best prior among the items it
+    can still become. The returned scores and the final ranking stay generative.
     """
     U = num_users
     M, K = index.num_heads, index.codebook_size
@@ -145,7 +157,9 @@ def beam_search(
         chosen_RM = _chosen_positions(beams, log_probs_RMK, index, order, M // steps)
         last = step == steps - 1
         keep = max(beam_size, top_k) if last else beam_size
-        beams = _expand(beams, log_probs_RMK, chosen_RM, index, keep, excluded_UH if last else None)
+        guide = None if last or prior_UN is None or prior_weight == 0 else (prior_UN, prior_weight)
+        excluded = excluded_UH if last else None
+        beams = _expand(beams, log_probs_RMK, chosen_RM, index, keep, excluded, guide)
     return _ranked_lists(beams, index, U, top_k)
 
 

@@ -51,7 +51,7 @@ class ValidIdIndex:
             self.num_heads, dtype=torch.int64, device=self.device
         )
         self._bits_M = 2 ** torch.arange(self.num_heads, dtype=torch.int64, device=self.device)
-        self._sorted: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._sorted: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
 
     @property
     def num_items(self) -> int:
@@ -67,6 +67,12 @@ class ValidIdIndex:
         Returns the sorted subset keys [N], the cumulative number of runs of equal target key
         before each sorted position [N + 1], and the item row opening each run [runs].
         """
+        return self._sorted_runs(subset, target)[:3]
+
+    def _sorted_runs(
+        self, subset: int, target: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_runs` and the item row at every sorted position [N]."""
         if (subset, target) not in self._sorted:
             subset_M = (subset & self._bits_M) > 0
             target_M = (target & self._bits_M) > 0
@@ -79,7 +85,7 @@ class ValidIdIndex:
             opens[1:] = sorted_target[1:] != sorted_target[:-1]
             cumulative = torch.zeros(self.num_items + 1, dtype=torch.int64, device=self.device)
             cumulative[1:] = torch.cumsum(opens, 0)
-            self._sorted[(subset, target)] = (key_subset_N[order], cumulative, order[opens])
+            self._sorted[(subset, target)] = (key_subset_N[order], cumulative, order[opens], order)
         return self._sorted[(subset, target)]
 
     def completions(
@@ -122,6 +128,31 @@ class ValidIdIndex:
             beam_P, row_P = self.completions(filled_RM[open_R], target)
             valid_RMK[open_R[beam_P], m, self.codes_NM[row_P, m]] = True
         return valid_RMK
+
+    def best_consistent(
+        self, partial_PM: torch.Tensor, user_P: torch.Tensor, values_UN: torch.Tensor
+    ) -> torch.Tensor:
+        """float [P]: the largest `values_UN[user_P[p], n]` over the items n (table rows)
+        consistent with partial ID p (UNFILLED positions free); -inf where none is."""
+        filled_P = ((partial_PM != UNFILLED).long() * self._bits_M).sum(-1)
+        best_P = torch.full((len(partial_PM),), -torch.inf, device=self.device)
+        for subset in torch.unique(filled_P).tolist():
+            rows_G = (filled_P == subset).nonzero(as_tuple=True)[0]
+            sorted_keys, cumulative, opening_rows, order_N = self._sorted_runs(subset, subset)
+            run_N = cumulative[1:] - 1  # the run of each sorted position
+            users_V, user_G = torch.unique(user_P[rows_G], return_inverse=True)
+            runs = len(opening_rows)
+            best_VR = torch.full((len(users_V), runs), -torch.inf, device=self.device)
+            values_VN = values_UN[users_V][:, order_N].float()
+            best_VR = best_VR.scatter_reduce(
+                1, run_N.expand(len(users_V), -1), values_VN, reduce="amax", include_self=True
+            )
+            keys_G = self.key(partial_PM[rows_G])
+            at_G = torch.searchsorted(sorted_keys, keys_G).clamp(max=self.num_items - 1)
+            found_G = sorted_keys[at_G] == keys_G
+            run_G = cumulative[at_G]
+            best_P[rows_G] = torch.where(found_G, best_VR[user_G, run_G.clamp(max=runs - 1)], -torch.inf)
+        return best_P
 
     def items_of(self, codes_RM: torch.Tensor) -> torch.Tensor:
         """int64 [R] item ids of complete IDs; ValueError if a tuple belongs to no item."""

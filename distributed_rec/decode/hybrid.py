@@ -146,10 +146,13 @@ def rank_with_dense(
     index: ValidIdIndex | None = None,
     exclude_history: bool = False,
     dense_only: bool = False,
+    dense_prior_weight: float = 0.0,
 ) -> RankedOutputs:
     """Generative, dense and hybrid-candidate rankings of every user (see module doc); users are
     batched by history length exactly as `recommend` batches them, so the generative lists equal
-    its lists. `dense_only` skips the beam search: only `dense_UK` is filled."""
+    its lists (with `dense_prior_weight` 0). `dense_only` skips the beam search: only `dense_UK`
+    is filled. `dense_prior_weight` > 0 guides the beam's pruning by the dense log-probs
+    (`beam_search`'s prior; history items excluded when asked)."""
     if index is None:
         index = ValidIdIndex(table, next(model.parameters()).device)
     device = index.device
@@ -201,6 +204,8 @@ def rank_with_dense(
                 order=order,
                 top_k=keep,
                 excluded_UH=excluded_UH,
+                prior_UN=ranked_lp_UI,
+                prior_weight=dense_prior_weight,
             )
             items_UC, generative_UC, dense_UC = _candidates(
                 items_UB,

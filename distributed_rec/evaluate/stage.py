@@ -194,6 +194,7 @@ def run_evaluate(config: JobConfig) -> dict[str, Any]:
                 "ranking",
                 "dense_candidates",
                 "hybrid_weight",
+                "dense_prior_weight",
             )
         },
         config_hash=config.section_hash("data", "tokenize", "model", "train", "decode"),

@@ -105,6 +105,7 @@ def decode_lists(
         dense_candidates=decode.dense_candidates,
         cached=config.cached_decoding,
         precision=decode.precision,
+        dense_prior_weight=decode.dense_prior_weight,
         **search,
     )
     extra = {

@@ -73,6 +73,7 @@ def validate(
             dense_candidates=decode.dense_candidates,
             cached=config.cached_decoding,
             dense_only=ranking == "dense",
+            dense_prior_weight=decode.dense_prior_weight,
             **search,
         )
     finally:
