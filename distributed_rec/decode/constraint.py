@@ -151,7 +151,9 @@ class ValidIdIndex:
             at_G = torch.searchsorted(sorted_keys, keys_G).clamp(max=self.num_items - 1)
             found_G = sorted_keys[at_G] == keys_G
             run_G = cumulative[at_G]
-            best_P[rows_G] = torch.where(found_G, best_VR[user_G, run_G.clamp(max=runs - 1)], -torch.inf)
+            best_P[rows_G] = torch.where(
+                found_G, best_VR[user_G, run_G.clamp(max=runs - 1)], -torch.inf
+            )
         return best_P
 
     def items_of(self, codes_RM: torch.Tensor) -> torch.Tensor:
