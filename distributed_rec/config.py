@@ -391,6 +391,10 @@ class DecodeConfig:
     """Items returned per user."""
     valid_beam_size: int = 1
     """Beam size during validation (1 = greedy)."""
+    valid_steps: int = 0
+    """T of validation during training (which selects the best epoch); 0: decode.steps."""
+    valid_order: str = "auto"
+    """Order of validation during training: 'auto' (= decode.order) or one of the orders."""
     precision: str = "auto"
     """Model forward pass: 'fp32', 'bf16' (autocast) or 'auto' (bf16 where the device computes it
     natively: GPUs, CPUs with AVX512_BF16/AMX; else fp32). Log-probabilities and scores are fp32."""
@@ -422,6 +426,8 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         _check_choice("decode.cache_history", self.cache_history, SWITCH_VALUES)
         _check_choice("decode.order", self.order, DECODE_ORDERS)
+        _check_choice("decode.valid_order", self.valid_order, ("auto", *DECODE_ORDERS))
+        _check_positive("decode.valid_steps", self.valid_steps, allow_zero=True)
         _check_choice("decode.ranking", self.ranking, RANKINGS)
         _check_choice("decode.valid_ranking", self.valid_ranking, ("auto", *RANKINGS))
         _check_positive("decode.dense_candidates", self.dense_candidates, allow_zero=True)
@@ -571,11 +577,14 @@ class JobConfig:
                 "decode.dense_prior_weight > 0 guides the beam by the dense head: set "
                 "model.dense_loss_weight > 0"
             )
-        if self.tokenize.num_heads % self.decode.steps:
-            raise ConfigError(
-                f"decode.steps={self.decode.steps} must divide "
-                f"tokenize.num_heads={self.tokenize.num_heads}"
-            )
+        for key, steps in (
+            ("decode.steps", self.decode.steps),
+            ("decode.valid_steps", self.validation_steps),
+        ):
+            if self.tokenize.num_heads % steps:
+                raise ConfigError(
+                    f"{key}={steps} must divide tokenize.num_heads={self.tokenize.num_heads}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -591,6 +600,16 @@ class JobConfig:
         if self.decode.valid_ranking == "auto":
             return self.decode.ranking
         return self.decode.valid_ranking
+
+    @property
+    def validation_steps(self) -> int:
+        """decode.valid_steps resolved: the T validation during training decodes with."""
+        return self.decode.valid_steps or self.decode.steps
+
+    @property
+    def validation_order(self) -> str:
+        """decode.valid_order resolved: the order validation during training decodes in."""
+        return self.decode.order if self.decode.valid_order == "auto" else self.decode.valid_order
 
     @property
     def cached_decoding(self) -> bool:

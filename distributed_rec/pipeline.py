@@ -45,8 +45,8 @@ STAGE_CONFIG_KEYS = {
         "train",
         # validation's decoding and ranking mode select the best epoch
         "decode.valid_beam_size",
-        "decode.steps",
-        "decode.order",
+        "decode.valid_steps",
+        "decode.valid_order",
         "decode.ranking",
         "decode.valid_ranking",
         "decode.dense_candidates",
@@ -140,7 +140,11 @@ def stage_outputs(stage: str, paths: RunPaths) -> list[Path]:
 
 
 def stage_config_values(config: JobConfig, keys: list[str]) -> dict[str, Any]:
+    """The values of `keys` ("section" or "section.key"), keys that default to another key's
+    value resolved (decode.valid_steps 0 and decode.steps 4 hash as valid_steps 4)."""
     values = config.to_dict()
+    values["decode"]["valid_steps"] = config.validation_steps
+    values["decode"]["valid_order"] = config.validation_order
     selected: dict[str, Any] = {}
     for key in keys:
         node: Any = values

@@ -9,7 +9,7 @@ import pytest
 
 from distributed_rec import pipeline
 from distributed_rec.artifacts import RunPaths
-from distributed_rec.config import load_config
+from distributed_rec.config import ConfigError, load_config
 from distributed_rec.errors import StageUnavailableError
 
 CALLS: list[str] = []
@@ -85,6 +85,24 @@ def test_stage_key_ignores_keys_without_effect(tmp_path):
     assert len(set(by_mode.values())) == 3
     pinned = load_config(None, [*dense, "--decode.ranking=hybrid", "--decode.valid_ranking=dense"])
     assert pipeline.stage_key("train", pinned) != by_mode["hybrid"]
+
+
+def test_validation_decoding_is_part_of_the_train_key_resolved(tmp_path):
+    """Validation decodes with decode.steps and decode.order unless decode.valid_steps /
+    decode.valid_order pin them: a test-time change keeps the model only when they are pinned."""
+
+    def train_key(*overrides: str) -> str:
+        config = load_config(None, [f"--run_dir={tmp_path}", "--tokenize.num_heads=4", *overrides])
+        return pipeline.stage_key("train", config)
+
+    assert train_key("--decode.steps=1") != train_key("--decode.steps=4")
+    assert train_key("--decode.order=l2r") != train_key("--decode.order=adaptive")
+    pinned = ["--decode.valid_steps=4", "--decode.valid_order=adaptive"]
+    assert train_key("--decode.steps=1", "--decode.order=l2r", *pinned) == train_key(
+        "--decode.steps=4", "--decode.order=adaptive"
+    )
+    with pytest.raises(ConfigError, match="decode.valid_steps=3 must divide tokenize.num_heads=4"):
+        load_config(None, ["--tokenize.num_heads=4", "--decode.valid_steps=3"])
 
 
 def test_dense_head_makes_the_embeddings_an_input_of_train_and_evaluate(tmp_path):

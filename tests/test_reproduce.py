@@ -52,8 +52,8 @@ id = "steps"
 title = "Steps"
 plot = { x = "decode.steps", xlabel = "T" }
 rows = [
-  { label = "T = 1", overrides = { "decode.steps" = 1 } },
-  { label = "T = 4", overrides = { "decode.steps" = 4 } },
+  { label = "T = 1", overrides = { "decode.steps" = 1, "decode.valid_steps" = 4 } },
+  { label = "T = 4", overrides = { "decode.steps" = 4, "decode.valid_steps" = 4 } },
 ]
 
 [[tables]]

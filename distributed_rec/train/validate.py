@@ -50,8 +50,8 @@ def validate(
     ranking = config.validation_ranking
     search = {
         "beam_size": decode.valid_beam_size,
-        "steps": decode.steps,
-        "order": decode.order,
+        "steps": config.validation_steps,
+        "order": config.validation_order,
         "top_k": decode.top_k,
         "batch_size": max(config.evaluate.batch_size, 256),
         "index": index,
