@@ -905,6 +905,12 @@ def save_config(config: JobConfig, path: Path) -> None:
     tmp.replace(path)
 
 
+def with_overrides(config: JobConfig, overrides: list[str]) -> JobConfig:
+    """A copy of `config` with CLI-style overrides (``--section.key=value``) applied, coerced
+    and validated against the rest of `config`."""
+    return config_from_dict(_merge(config.to_dict(), parse_overrides(overrides)))
+
+
 def replace_section(config: JobConfig, section: str, **changes: Any) -> JobConfig:
     """A copy of `config` with keys of one section changed (validated again)."""
     values = config.to_dict()

@@ -8,8 +8,8 @@ import json
 import pytest
 from eval_support import NUM_USERS, build_run_dir, eval_config, eval_overrides
 
-from distributed_rec.config import ConfigError
-from distributed_rec.reproduce.decode_study import main, parse_variant
+from distributed_rec.config import ConfigError, load_config
+from distributed_rec.reproduce.decode_study import main, parse_variant, variant_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,6 +30,17 @@ def test_parse_variant_and_its_errors():
     for bad in ("steps=1", "model.d_model=8", "decode.steps"):
         with pytest.raises(ConfigError, match="expected decode.<key>=<value>"):
             parse_variant(bad)
+
+
+def test_variants_are_checked_against_the_runs_own_model():
+    plain = ["--model.dense_loss_weight=0", "--decode.ranking=generative"]
+    with_dense = ["--model.dense_loss_weight=1", "--decode.ranking=hybrid"]
+    guided = variant_config(load_config(None, with_dense), {"dense_prior_weight": "0.5"})
+    assert guided.decode.dense_prior_weight == 0.5 and guided.model.dense_loss_weight == 1
+    with pytest.raises(ConfigError, match="dense_prior_weight > 0 guides the beam"):
+        variant_config(load_config(None, plain), {"dense_prior_weight": "0.5"})
+    with pytest.raises(ConfigError, match="decode.beam_size"):
+        variant_config(load_config(None, with_dense), {"beam_size": "many"})
 
 
 def test_study_decodes_each_variant_of_a_dense_model(tmp_path):

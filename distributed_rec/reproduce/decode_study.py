@@ -25,7 +25,7 @@ import numpy as np
 
 from distributed_rec.artifacts import RunPaths, write_json_atomic
 from distributed_rec.cli import configure_logging
-from distributed_rec.config import ConfigError, JobConfig, load_config, replace_section
+from distributed_rec.config import ConfigError, JobConfig, load_config, with_overrides
 from distributed_rec.decode import ValidIdIndex
 from distributed_rec.distributed.process_exit import end_process
 from distributed_rec.evaluate.metrics import ranking_metrics
@@ -55,8 +55,7 @@ def parse_variant(text: str) -> dict[str, str]:
 def variant_config(config: JobConfig, changes: dict[str, str]) -> JobConfig:
     """`config` with the decode keys changed, values coerced and checked like CLI overrides."""
     overrides = [f"--decode.{key}={value}" for key, value in changes.items()]
-    decode = load_config(None, overrides).decode  # coerced and validated on their own
-    return replace_section(config, "decode", **{k: getattr(decode, k) for k in changes})
+    return with_overrides(config, overrides)
 
 
 def decode_row(
